@@ -1,0 +1,1 @@
+"""cbuild: containerized, reproducible wheel builder for HPC wheelhouses."""

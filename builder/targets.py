@@ -1,0 +1,133 @@
+"""Targets: stack x CPU level x accelerator x Python, with stable ids and derived wheelhouse folders.
+
+Stacks are data files in `builder/stacks/`; this module only reads and combines them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from builder.errors import ConfigError
+from builder.levels import Level, level
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    local_label: str
+    baseline_level: str
+    levels: tuple[str, ...]
+    pythons: tuple[str, ...]
+    cuda: tuple[str, ...]
+    pure_folder: str
+    generic_folder: str
+    level_folder: str
+    providers: dict[str, dict[str, Any]] = field(hash=False, compare=False)
+
+    def folder_for_level(self, name: str) -> str:
+        return self.generic_folder if name == "generic" else self.level_folder.format(level=name)
+
+
+@dataclass(frozen=True)
+class Target:
+    stack: Stack
+    level_name: str  # "generic" or a CPU level name
+    accelerator: str = "cpu"  # "cpu" | "cuda12" | ...
+    python: str = "3.11"
+    provider: str = "standalone"
+
+    @property
+    def id(self) -> str:
+        base = f"{self.stack.name}-{self.level_name}"
+        return base if self.accelerator == "cpu" else f"{base}-{self.accelerator}"
+
+    @property
+    def is_generic(self) -> bool:
+        return self.level_name == "generic"
+
+    @property
+    def cpu_level(self) -> Level:
+        """The CPU level the wheel promises: a generic build promises the stack's baseline."""
+        return level(self.stack.baseline_level if self.is_generic else self.level_name)
+
+    @property
+    def folder(self) -> str:
+        return self.stack.folder_for_level(self.level_name)
+
+    def compiler_flags(self) -> dict[str, str]:
+        """CFLAGS/CXXFLAGS/FFLAGS/LDFLAGS for the level (archspec), with the ISA note recorded."""
+        lv = self.cpu_level
+        opt = f"-O2 {lv.cflags()}"
+        ld = lv.ld_isa_flag or ""
+        return {"CFLAGS": opt, "CXXFLAGS": opt, "FFLAGS": opt, "LDFLAGS": ld}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stack": self.stack.name,
+            "level": self.level_name,
+            "cpu_level": self.cpu_level.name,
+            "accelerator": self.accelerator,
+            "python": self.python,
+            "provider": self.provider,
+            "folder": self.folder,
+            "flags": self.compiler_flags(),
+        }
+
+
+@cache
+def load_stack(name: str) -> Stack:
+    path = resources.files("builder") / "stacks" / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown stack {name!r}", fix=f"known stacks: {', '.join(stack_names())}")
+    data = tomllib.loads(path.read_text())
+    return Stack(
+        name=data["name"],
+        local_label=data["local_label"],
+        baseline_level=data["baseline_level"],
+        levels=tuple(data["levels"]),
+        pythons=tuple(data["pythons"]),
+        cuda=tuple(data.get("cuda", ())),
+        pure_folder=data["pure_folder"],
+        generic_folder=data["generic_folder"],
+        level_folder=data["level_folder"],
+        providers=data.get("providers", {}),
+    )
+
+
+def stack_names() -> list[str]:
+    folder = resources.files("builder") / "stacks"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def all_targets(provider: str = "standalone", accelerators: tuple[str, ...] = ("cpu",)) -> list[Target]:
+    """Every target a provider can build. CUDA targets exist in the model; no provider builds
+    them yet, so they are listed only when asked for."""
+    out = []
+    for name in stack_names():
+        stack = load_stack(name)
+        python = stack.providers.get(provider, {}).get("pythons", stack.pythons)[0]
+        for acc in accelerators:
+            out += [Target(stack, lv, acc, python, provider) for lv in stack.levels]
+    return out
+
+
+def resolve(ids: list[str], provider: str = "standalone") -> list[Target]:
+    known = {t.id: t for t in all_targets(provider)}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown target id {', '.join(map(repr, unknown))}",
+            fix=f"use one of: {', '.join(known)} (see `cbuild targets`)",
+        )
+    return [known[i] for i in dict.fromkeys(ids)]
+
+
+def github_matrix(targets: list[Target]) -> dict[str, Any]:
+    """What `strategy.matrix: ${{ fromJSON(...) }}` takes: an `include` list, one job per target."""
+    return {"include": [{"target": t.id, "python": t.python, "level": t.cpu_level.name}
+                        for t in targets]}
