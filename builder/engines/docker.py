@@ -1,0 +1,194 @@
+"""The Docker Engine API through the `docker` SDK: works against Docker and Podman's service."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import docker
+import docker.errors
+from requests.exceptions import ConnectionError as RequestsConnectionError
+
+from builder.engines.base import Progress, RunResult, RunSpec
+from builder.errors import EngineError
+from builder.imagespec import BASE_ARG, BaseImage, ImageSpec, render_containerfile
+
+RUN_LABEL = "org.cbuild.run"
+
+NO_ENGINE_FIX = """install and start one:
+    Podman:  apt-get install podman runc && CONTAINERS_CONF=$PWD/ci/containers.conf \\
+             podman system service --time=0 unix:///run/podman/podman.sock &
+    Docker:  install Docker Engine and start it (systemctl start docker)
+  or point DOCKER_HOST at a running engine's socket (see README, "Engines")."""
+
+
+def candidate_sockets() -> list[str]:
+    """DOCKER_HOST first, then the usual Docker and Podman (rootful, rootless) sockets."""
+    out = []
+    if os.environ.get("DOCKER_HOST"):
+        out.append(os.environ["DOCKER_HOST"])
+    out.append("unix:///var/run/docker.sock")
+    out.append("unix:///run/podman/podman.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
+    out.append(f"unix://{runtime}/podman/podman.sock")
+    out.append(f"unix://{runtime}/docker.sock")
+    return list(dict.fromkeys(out))
+
+
+def connect(timeout: int = 3600) -> docker.DockerClient:
+    tried = []
+    for url in candidate_sockets():
+        path = url.removeprefix("unix://")
+        if url.startswith("unix://") and not Path(path).exists():
+            tried.append(f"{url} (no such socket)")
+            continue
+        try:
+            client = docker.DockerClient(base_url=url, timeout=timeout)
+            client.ping()
+            return client
+        except (docker.errors.DockerException, RequestsConnectionError, OSError) as exc:
+            tried.append(f"{url} ({type(exc).__name__})")
+    raise EngineError("no container engine answers; tried " + ", ".join(tried), fix=NO_ENGINE_FIX)
+
+
+class DockerEngine:
+    name = "docker"
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self.client = client or connect()
+
+    def describe(self) -> str:
+        v = self.client.version()
+        names = [c.get("Name", "") for c in v.get("Components", [])]
+        flavour = "podman" if any("Podman" in n for n in names) else "docker"
+        return f"{flavour} {v.get('Version', '?')} (Docker API {v.get('ApiVersion', '?')})"
+
+    def image_exists(self, tag: str) -> bool:
+        try:
+            self.client.images.get(tag)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def image_id(self, tag: str) -> str:
+        return self.client.images.get(tag).id
+
+    def list_images(self) -> list[dict[str, str]]:
+        rows = []
+        for img in self.client.images.list(filters={"label": "org.cbuild.target"}):
+            labels = img.labels or {}
+            for tag in img.tags or ["<none>"]:
+                rows.append({"tag": tag, "id": img.id, "target": labels.get("org.cbuild.target", ""),
+                             "spec_hash": labels.get("org.cbuild.spec-hash", "")})
+        return rows
+
+    # --- images -------------------------------------------------------------------------------
+    def ensure_base(self, base: BaseImage, progress: Progress) -> str:
+        if self.image_exists(base.local_tag):
+            return base.local_tag
+        progress(f"pulling base {base.ref}")
+        try:
+            repo, _, tag = base.ref.rpartition(":")
+            self.client.images.pull(repo, tag=tag).tag(*base.local_tag.rsplit(":", 1))
+            return base.local_tag
+        except docker.errors.APIError as exc:
+            reason = str(exc.explanation or exc).splitlines()[0][:160]
+            progress(f"no registry answers ({reason}); bootstrapping {base.suite} from the mirror")
+        self._bootstrap(base, progress)
+        return base.local_tag
+
+    def _bootstrap(self, base: BaseImage, progress: Progress) -> None:
+        if base.distribution != "debian":
+            raise EngineError(f"cannot bootstrap {base.distribution} without a registry",
+                              fix=f"make {base.ref} pullable, or import it as {base.local_tag}")
+        if not shutil.which("mmdebstrap"):
+            raise EngineError(f"no registry answers for {base.ref} and mmdebstrap is not installed",
+                              fix="apt-get install mmdebstrap (or make the registry reachable)")
+        with tempfile.TemporaryDirectory(prefix="cbuild-base-") as tmp:
+            tar = Path(tmp) / "rootfs.tar"
+            progress(f"mmdebstrap --variant=minbase {base.suite} (about 30 s)")
+            proc = subprocess.run(["mmdebstrap", "--variant=minbase", base.suite, str(tar)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stderr.splitlines()[-15:])
+                raise EngineError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail}",
+                                  fix="check that Debian's mirror is reachable and you are root")
+            progress(f"importing {tar.stat().st_size // 2**20} MiB root filesystem")
+            result = self.client.api.import_image_from_file(str(tar))
+            image_id = _import_id(result)
+            # Podman's compat import ignores repository/tag: tag the id ourselves.
+            self.client.images.get(image_id).tag(*base.local_tag.rsplit(":", 1))
+        progress(f"base ready: {base.local_tag}")
+
+    def build_image(self, spec: ImageSpec, progress: Progress) -> str:
+        if self.image_exists(spec.tag):
+            return spec.tag
+        base = self.ensure_base(spec.base, progress)
+        progress(f"building {spec.tag}")
+        stream = self.client.api.build(
+            fileobj=io.BytesIO(render_containerfile(spec).encode()),
+            tag=spec.tag, buildargs={BASE_ARG: base}, network_mode="host",
+            rm=True, forcerm=True, decode=True,
+        )
+        last: list[str] = []
+        for chunk in stream:
+            if "error" in chunk or "errorDetail" in chunk:
+                msg = chunk.get("error") or json.dumps(chunk.get("errorDetail"))
+                raise EngineError(f"image build of {spec.name} failed: {msg}\n" + "".join(last[-15:]),
+                                  fix=f"inspect images/{spec.name}/Containerfile; run it by hand "
+                                      "with `podman build` to see the whole log")
+            line = chunk.get("stream", "")
+            if line.strip():
+                last.append(line)
+                progress(line.rstrip()[:200])
+        if not self.image_exists(spec.tag):
+            raise EngineError(f"image build of {spec.name} ended without an image:\n"
+                              + "".join(last[-15:]))
+        return spec.tag
+
+    # --- containers ---------------------------------------------------------------------------
+    def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
+        volumes = {str(m.host): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
+                   for m in spec.mounts}
+        container = self.client.containers.create(
+            spec.image, spec.command, environment=spec.env, volumes=volumes,
+            network_mode="host" if spec.network else "none", working_dir=spec.workdir,
+            labels={RUN_LABEL: "1"}, detach=True,
+        )
+        try:
+            container.start()
+            with log.open("a", encoding="utf-8", errors="replace") as fh:
+                fh.write(f"$ {' '.join(spec.command)}\n")
+                buf = []
+                for raw in container.logs(stream=True, follow=True):
+                    text = raw.decode("utf-8", errors="replace")
+                    fh.write(text)
+                    buf.append(text)
+                    if progress:
+                        for line in text.splitlines():
+                            if line.strip():
+                                progress(line[:200])
+                code = int(container.wait().get("StatusCode", -1))
+                fh.write(f"[exit {code}]\n")
+            return RunResult(code, "".join(buf))
+        finally:
+            # Always removed, also on Ctrl-C: no container is left running.
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass
+
+
+def _import_id(result: str | bytes) -> str:
+    text = result.decode() if isinstance(result, bytes) else result
+    for line in reversed(text.strip().splitlines()):
+        data = json.loads(line)
+        for key in ("status", "id"):
+            if str(data.get(key, "")).startswith("sha256:"):
+                return data[key]
+    raise EngineError(f"image import returned no image id: {text[:300]}")
