@@ -98,3 +98,8 @@ def render_containerfile(spec: ImageSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def rendered_files(targets: list[Target]) -> dict[str, str]:
+    """Relative path -> text of every committed image definition (`images/<target>/...`)."""
+    return {f"{t.id}/Containerfile": render_containerfile(spec_for(t)) for t in targets}

@@ -1,0 +1,199 @@
+"""The `cbuild` command line: thin, every command calls one service function."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from builder import targets as targets_mod
+from builder.errors import CbuildError, ConfigError
+
+app = typer.Typer(help="Containerized, reproducible wheel builder for HPC wheelhouses.",
+                  no_args_is_help=True, add_completion=False)
+images_app = typer.Typer(help="Build, list and render the target images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+err = Console(stderr=True, highlight=False)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")]
+AllOpt = Annotated[bool, typer.Option("--all-targets", help="Every target of the provider.")]
+
+REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _fail(exc: CbuildError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}")
+    if exc.fix:
+        err.print(f"  [bold]fix:[/] {exc.fix}")
+    raise typer.Exit(exc.exit_code)
+
+
+def _pick_targets(target: list[str] | None, all_targets: bool) -> list[targets_mod.Target]:
+    if all_targets:
+        return targets_mod.all_targets()
+    if not target:
+        raise ConfigError("no target given",
+                          fix="pass --target ID (see `cbuild targets`) or --all-targets")
+    return targets_mod.resolve(target)
+
+
+def _progress(tid: str, msg: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    err.print(f"[dim]{stamp}[/] [cyan]{tid or 'cbuild'}[/] {msg}")
+
+
+def _engine():
+    from builder.engines.docker import DockerEngine
+
+    return DockerEngine()
+
+
+@app.command("targets")
+def targets_cmd(
+    json_out: JsonOpt = False,
+    matrix: Annotated[str | None, typer.Option(help="Print a CI matrix: 'github'.")] = None,
+) -> None:
+    """List the targets: ids, CPU levels, folders and flags."""
+    ts = targets_mod.all_targets()
+    if matrix is not None:
+        if matrix != "github":
+            _fail(ConfigError(f"unknown matrix format {matrix!r}", fix="use --matrix github"))
+        print(json.dumps(targets_mod.github_matrix(ts), separators=(",", ":")))
+        return
+    if json_out:
+        print(json.dumps([t.as_dict() for t in ts], indent=2))
+        return
+    table = Table("id", "CPU level", "python", "wheelhouse folder", "CFLAGS")
+    for t in ts:
+        table.add_row(t.id, t.cpu_level.name, t.python, t.folder, t.compiler_flags()["CFLAGS"])
+    Console().print(table)
+
+
+@images_app.command("build")
+def images_build(target: TargetOpt = None, all_targets: AllOpt = False,
+                 json_out: JsonOpt = False) -> None:
+    """Build target images (an image whose definition is unchanged is never rebuilt)."""
+    from builder.imagespec import spec_for
+
+    try:
+        ts = _pick_targets(target, all_targets or not target)
+        engine = _engine()
+        rows = []
+        for t in ts:
+            spec = spec_for(t)
+            existed = engine.image_exists(spec.tag)
+            _progress(t.id, "up to date" if existed else f"building {spec.tag}")
+            engine.build_image(spec, lambda m, i=t.id: _progress(i, m) if "STEP" in m else None)
+            rows.append({"target": t.id, "tag": spec.tag, "id": engine.image_id(spec.tag),
+                         "built": not existed})
+    except CbuildError as exc:
+        _fail(exc)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['target']:24} {r['tag']}  {'built' if r['built'] else 'up to date'}")
+
+
+@images_app.command("list")
+def images_list(json_out: JsonOpt = False) -> None:
+    """List cbuild's images in the engine."""
+    try:
+        rows = _engine().list_images()
+    except CbuildError as exc:
+        _fail(exc)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['target']:24} {r['tag']}  {r['id'][:19]}")
+
+
+@images_app.command("render")
+def images_render(
+    out: Annotated[Path, typer.Option(help="Folder of rendered definitions.")] = Path("images"),
+    check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any.")] = False,
+) -> None:
+    """Write each target's Containerfile under images/<target>/ (what a person builds by hand)."""
+    from builder.imagespec import rendered_files
+
+    drift = []
+    for rel, text in rendered_files(targets_mod.all_targets()).items():
+        path = out / rel
+        if path.exists() and path.read_text() == text:
+            continue
+        drift.append(str(path))
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    for p in drift:
+        print(("drifted: " if check else "wrote ") + p)
+    if check and drift:
+        raise typer.Exit(1)
+
+
+@app.command("wheel")
+def wheel_cmd(
+    package: str,
+    version: str,
+    target: TargetOpt = None,
+    all_targets: AllOpt = False,
+    wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
+    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = REPO_RECIPES,
+    cache: Annotated[Path | None, typer.Option(help="Cache and work folder.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace wheels that already exist.")] = False,
+    strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
+    explain: Annotated[bool, typer.Option(help="Say why each wheel went where it went.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build, test and export PACKAGE VERSION for the chosen targets."""
+    from builder.pipeline import Pipeline, WheelRequest, default_cache
+
+    try:
+        ts = _pick_targets(target, all_targets)
+        req = WheelRequest(package, version, tuple(ts), wheelhouse.resolve(),
+                           (cache or default_cache()).resolve(), recipes.resolve(), force, strict)
+        report = Pipeline(_engine(), _progress).run(req)
+    except CbuildError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted:[/] containers removed, nothing exported")
+        raise typer.Exit(130) from None
+    if json_out:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        _summary(report, explain)
+    if not report.ok:
+        err.print(f"[bold red]error:[/] {report.error}")
+        raise typer.Exit(7 if any(r.status in {"failed", "isa-leak"} for r in report.results)
+                         else 5)
+
+
+def _summary(report, explain: bool) -> None:
+    table = Table("target", "status", "tested how", "placed", "time", "wheel",
+                  title=f"{report.package} {report.version}")
+    for r in report.results:
+        secs = sum(r.seconds.values())
+        table.add_row(r.target.id, r.status, r.test_detail.splitlines()[0] if r.test_detail else "",
+                      r.placed or "-", f"{secs:.0f} s", r.wheel.name if r.wheel else "-")
+    Console(stderr=True).print(table)
+    if explain or not report.ok:
+        for r in report.results:
+            if r.reason:
+                err.print(f"  {r.target.id}: {r.reason}")
+    for p in report.placed:
+        print(p)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
