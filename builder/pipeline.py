@@ -254,7 +254,7 @@ class Pipeline:
         imports = recipe.import_names
         if imports is None:
             imports = repair.top_level_modules(r.wheel)
-        script = steps.test_script([r.wheel.name], imports, recipe.test_commands,
+        script = steps.wheel_test_script([r.wheel.name], imports, recipe.test_commands,
                                    recipe.test_requires,
                                    plan.qemu_cpu if plan.mode == "qemu" else None)
         mounts = [Mount(r.wheel.parent, steps.IN_DIR), Mount(rt_deps, steps.RT_DEPS_DIR)]

@@ -48,7 +48,7 @@ def python_shim(qemu_cpu: str) -> str:
             f'{TEST_ENV}/bin/python3 "$@"\n')
 
 
-def test_script(wheel_names: list[str], import_names: list[str], commands: list[str],
+def wheel_test_script(wheel_names: list[str], import_names: list[str], commands: list[str],
                 test_requires: list[str], qemu_cpu: str | None) -> str:
     """Fresh venv, install offline from the built wheel and fetched deps, then the tests,
     each step marked so that a failure names its step. Under QEMU, `python` is a shim that

@@ -1,0 +1,39 @@
+"""The in-container scripts, rendered by pure functions, run through a real shell."""
+
+from __future__ import annotations
+
+import subprocess
+
+from builder.steps import STEP_MARK, build_script, failed_step, python_shim, wheel_test_script
+
+
+def test_build_script_is_offline_and_in_tree() -> None:
+    s = build_script("pkg-1.0.tar.gz", "pkg-1.0", ["setuptools>=40.8.0", "wheel"])
+    assert "--no-index" in s and "--no-build-isolation" in s
+    assert "cd /cbuild/src/pkg-1.0" in s
+    assert "'setuptools>=40.8.0'" in s  # quoted for the shell
+    assert subprocess.run(["sh", "-n", "-c", s]).returncode == 0
+
+
+def test_test_script_marks_each_step_and_uses_shim() -> None:
+    s = wheel_test_script(["p-1.0-cp311-cp311-linux_x86_64.whl"], ["p", "p.sub"],
+                    ["python -c 'import p; assert p.f() == 3'"], ["numpy"], "qemu64,+avx2")
+    assert subprocess.run(["sh", "-n", "-c", s]).returncode == 0
+    assert s.count(STEP_MARK) == 5  # install, 2 imports, 1 command, done
+    assert "qemu64,+avx2" in s
+    native = wheel_test_script(["p.whl"], ["p"], [], [], None)
+    assert "qemu" not in native
+
+
+def test_failed_step_names_the_last_marker() -> None:
+    out = f"{STEP_MARK} install\nok\n{STEP_MARK} import Bio\nTraceback\n"
+    assert failed_step(out) == "import Bio"
+    assert failed_step("nothing") == "start"
+
+
+def test_shim_passes_arguments(tmp_path) -> None:
+    shim = tmp_path / "python"
+    shim.write_text(python_shim("qemu64").replace("/cbuild/qemu/qemu-x86_64 -cpu qemu64", "echo"))
+    shim.chmod(0o755)
+    out = subprocess.run([str(shim), "-c", "a b"], capture_output=True, text=True).stdout
+    assert out.split() == ["/cbuild/testenv/bin/python3", "-c", "a", "b"]
