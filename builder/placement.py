@@ -1,0 +1,368 @@
+"""Wheelhouse placement: a pure planner that explains every decision, and an atomic copy step.
+
+pip on a node reads `<stack>/<level>`, then `<stack>/generic`, then `generic`; the rules below
+(DESIGN.md, site rules) keep the wheel it finds unambiguous:
+- pure wheels go to the pure folder, once;
+- a compiled package whose level builds equal the baseline (`generic` target) build is not
+  level-dependent: the baseline goes to the stack's generic folder, once;
+- otherwise every level build goes to its level folder and no generic copy is made;
+- a generic copy is refused while level-specific wheels of the package exist;
+- an existing wheel is replaced only with `force`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from builder.errors import PlacementError
+from builder.targets import Stack
+
+GENERIC = "generic"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    target_id: str
+    level_name: str  # "generic" or a CPU level name such as "x86-64-v4"
+    wheel: Path
+    content_digest: str
+    is_pure: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    target_id: str
+    wheel_name: str
+    folder: str | None  # relative to the wheelhouse root; None: not placed
+    reason: str
+    error: str | None = None  # a refusal: nothing at all is placed while any decision has one
+    replace: bool = False  # the destination holds a wheel of this name and force was given
+
+
+def _package(wheel_name: str) -> str:
+    # The name part alone, so that a stray badly named file in the wheelhouse does not crash
+    # the planner; canonical so that `ruamel.yaml.clib` and `ruamel_yaml_clib` are one package.
+    return canonicalize_name(wheel_name.split("-", 1)[0])
+
+
+def _level_folders(stack: Stack) -> list[str]:
+    return [stack.folder_for_level(lv) for lv in stack.levels if lv != GENERIC]
+
+
+def scan(wheelhouse: Path, stack: Stack) -> dict[str, set[str]]:
+    """What the planner needs to know about the wheelhouse: the wheel names in each folder the
+    stack uses. A missing folder is empty; temporaries (dot files) are not wheels."""
+    folders = [stack.pure_folder, stack.generic_folder, *_level_folders(stack)]
+    index: dict[str, set[str]] = {}
+    for folder in dict.fromkeys(folders):
+        path = Path(wheelhouse) / folder
+        index[folder] = (
+            {
+                p.name
+                for p in path.iterdir()
+                if p.name.endswith(".whl") and p.is_file() and not p.name.startswith(".")
+            }
+            if path.is_dir()
+            else set()
+        )
+    return index
+
+
+def plan(
+    candidates: Sequence[Candidate],
+    stack: Stack,
+    wheelhouse_index: dict[str, set[str]],
+    *,
+    force: bool = False,
+) -> list[Decision]:
+    """One decision per candidate, in the candidates' order. Pure: reads only its arguments."""
+    first: dict[int, Decision] = {}
+    by_package: dict[str, list[int]] = {}
+    for i, c in enumerate(candidates):
+        if c.level_name != GENERIC and c.level_name not in stack.levels:
+            first[i] = _refuse(
+                c,
+                f"level {c.level_name!r} is not one of {stack.name}'s levels "
+                f"({', '.join(stack.levels)})",
+            )
+        elif c.is_pure:
+            first[i] = _to(
+                c, stack.pure_folder, "pure-Python wheel: every stack and CPU reads the pure folder"
+            )
+        else:
+            by_package.setdefault(_package(c.wheel.name), []).append(i)
+
+    for idxs in by_package.values():
+        first.update(_plan_compiled([(i, candidates[i]) for i in idxs], stack))
+
+    decisions = _dedupe_destinations([first[i] for i in range(len(candidates))], candidates)
+    return [_check_wheelhouse(d, stack, wheelhouse_index, force) for d in decisions]
+
+
+def _to(c: Candidate, folder: str, reason: str) -> Decision:
+    return Decision(c.target_id, c.wheel.name, folder, reason)
+
+
+def _skip(c: Candidate, reason: str) -> Decision:
+    return Decision(c.target_id, c.wheel.name, None, reason)
+
+
+def _refuse(c: Candidate, error: str) -> Decision:
+    return Decision(c.target_id, c.wheel.name, None, "refused", error)
+
+
+def _plan_compiled(group: list[tuple[int, Candidate]], stack: Stack) -> dict[int, Decision]:
+    """The decisions for the compiled builds of one package in this run."""
+    generic_dir = stack.generic_folder
+    baselines = {c.wheel.name: c for _, c in group if c.level_name == GENERIC}
+    levels = [(i, c) for i, c in group if c.level_name != GENERIC]
+    out: dict[int, Decision] = {}
+
+    if not levels:
+        for i, c in group:
+            out[i] = _to(
+                c,
+                generic_dir,
+                f"baseline build (compiled for {stack.baseline_level}, "
+                "the level every node has); no level builds in this run",
+            )
+        return out
+    if not baselines:
+        for i, c in levels:
+            out[i] = _to(
+                c,
+                stack.folder_for_level(c.level_name),
+                "level build, and no baseline build in this run to compare it with",
+            )
+        return out
+
+    # A level build with no baseline of the same file name cannot be shown identical to it.
+    differing = [
+        c
+        for _, c in levels
+        if c.wheel.name not in baselines
+        or baselines[c.wheel.name].content_digest != c.content_digest
+    ]
+    if not differing:
+        for i, c in group:
+            if c.level_name == GENERIC:
+                out[i] = _to(
+                    c,
+                    generic_dir,
+                    "every level build is identical to this baseline "
+                    "build, so the package is not level-dependent",
+                )
+            else:
+                base = baselines[c.wheel.name]
+                out[i] = _skip(
+                    c,
+                    f"identical to the baseline build from {base.target_id}, "
+                    f"which goes to {generic_dir}/",
+                )
+        return out
+
+    which = ", ".join(sorted(c.target_id for c in differing))
+    for i, c in group:
+        if c.level_name == GENERIC:
+            out[i] = _skip(
+                c,
+                f"level-dependent (the builds of {which} differ from the baseline): "
+                "the level folders get every level build, and a generic copy of "
+                "the same file name would be ambiguous for pip",
+            )
+        else:
+            same = c not in differing
+            out[i] = _to(
+                c,
+                stack.folder_for_level(c.level_name),
+                "level-dependent package (the builds of " + which + " differ from the "
+                "baseline): every level gets its own build"
+                + (", this one too although it equals the baseline" if same else ""),
+            )
+    return out
+
+
+def _dedupe_destinations(
+    decisions: list[Decision], candidates: Sequence[Candidate]
+) -> list[Decision]:
+    """Two targets may produce the same file for the same folder: place identical ones once,
+    refuse different ones (only one file of that name can exist there)."""
+    owner: dict[tuple[str, str], int] = {}
+    out = list(decisions)
+    for i, d in enumerate(decisions):
+        if d.folder is None:
+            continue
+        key = (d.folder, d.wheel_name)
+        if key not in owner:
+            owner[key] = i
+            continue
+        j = owner[key]
+        a, b = candidates[j], candidates[i]
+        if a.content_digest == b.content_digest:
+            out[i] = _skip(
+                b, f"identical to the build from {a.target_id}, placed once in {d.folder}/"
+            )
+        else:
+            msg = (
+                f"{a.target_id} and {b.target_id} both produce {d.folder}/{d.wheel_name} "
+                f"with different contents ({a.content_digest[:12]} vs "
+                f"{b.content_digest[:12]}); the build is not reproducible across targets"
+            )
+            out[j] = _refuse(a, msg)
+            out[i] = _refuse(b, msg)
+    return out
+
+
+def _check_wheelhouse(
+    d: Decision, stack: Stack, index: dict[str, set[str]], force: bool
+) -> Decision:
+    if d.folder is None or d.error:
+        return d
+    existing_here = d.wheel_name in index.get(d.folder, set())
+    level_folders = _level_folders(stack)
+
+    if d.folder == stack.generic_folder:
+        package = _package(d.wheel_name)
+        found = sorted(
+            f"{folder}/{name}"
+            for folder in level_folders
+            for name in index.get(folder, set())
+            if _package(name) == package
+        )
+        if found:
+            return _refuse_d(
+                d,
+                f"refusing a generic copy of {d.wheel_name}: level-specific "
+                f"wheels of {package} already exist ({', '.join(found)}); "
+                "remove them, or build all targets so the wheel goes to the "
+                "level folders",
+            )
+    elif d.folder in level_folders and d.wheel_name in index.get(stack.generic_folder, set()):
+        return _refuse_d(
+            d,
+            f"{stack.generic_folder}/{d.wheel_name} exists and pip on a node "
+            f"reads it together with {d.folder}/, so the same file name there "
+            f"would be ambiguous; remove {stack.generic_folder}/{d.wheel_name} "
+            "(this run shows the package is level-dependent)",
+        )
+
+    if existing_here:
+        path = f"{d.folder}/{d.wheel_name}"
+        if not force:
+            return _refuse_d(d, f"exists: {path}; pass --force to replace it")
+        return Decision(
+            d.target_id,
+            d.wheel_name,
+            d.folder,
+            f"{d.reason}; replaces the existing {path} (--force)",
+            replace=True,
+        )
+    return d
+
+
+def _refuse_d(d: Decision, error: str) -> Decision:
+    return Decision(d.target_id, d.wheel_name, None, "refused", error)
+
+
+def explain(decisions: Iterable[Decision]) -> list[str]:
+    lines = []
+    for d in decisions:
+        if d.error:
+            lines.append(f"{d.target_id}: {d.wheel_name}: REFUSED: {d.error}")
+        elif d.folder is None:
+            lines.append(f"{d.target_id}: {d.wheel_name}: not placed: {d.reason}")
+        else:
+            lines.append(f"{d.target_id}: {d.wheel_name} -> {d.folder}/: {d.reason}")
+    return lines
+
+
+# ---------------------------------------------------------------------------- side effects
+
+
+def _check_writable(wheelhouse: Path) -> None:
+    fix = f"create it (mkdir -p {wheelhouse}) or pass the right --wheelhouse"
+    if not wheelhouse.exists():
+        blocker = next((p for p in wheelhouse.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise PlacementError(
+                f"wheelhouse {wheelhouse} cannot exist: {blocker} is a file, not a directory",
+                fix="pass the right --wheelhouse",
+            )
+        raise PlacementError(f"wheelhouse {wheelhouse} does not exist", fix=fix)
+    if not wheelhouse.is_dir():
+        raise PlacementError(
+            f"wheelhouse {wheelhouse} is not a directory", fix="pass the right --wheelhouse"
+        )
+    if not os.access(wheelhouse, os.W_OK | os.X_OK):
+        raise PlacementError(
+            f"wheelhouse {wheelhouse} is not writable by this user",
+            fix=f"run as its owner, or grant write access (chmod u+w {wheelhouse})",
+        )
+
+
+def place(
+    decisions: Sequence[Decision], wheelhouse: Path, candidates: Sequence[Candidate]
+) -> list[Path]:
+    """Copy the planned wheels in: all temporaries first, then all renames, so that a failure
+    while copying leaves the wheelhouse as it was. Nothing is written if any decision is a
+    refusal."""
+    errors = [d for d in decisions if d.error]
+    if errors:
+        lines = "\n".join(f"  - {d.target_id}: {d.error}" for d in errors)
+        raise PlacementError(
+            f"{len(errors)} wheel(s) refused, nothing placed:\n{lines}",
+            fix="see each refusal above",
+        )
+    wheelhouse = Path(wheelhouse)
+    _check_writable(wheelhouse)
+    by_key = {(c.target_id, c.wheel.name): c for c in candidates}
+    moves = [
+        (by_key[(d.target_id, d.wheel_name)].wheel, wheelhouse / d.folder / d.wheel_name, d)
+        for d in decisions
+        if d.folder is not None
+    ]
+
+    made_dirs: list[Path] = []
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for src, dest, d in moves:
+            for parent in reversed([dest.parent, *dest.parent.parents]):
+                if not parent.exists():
+                    parent.mkdir()
+                    made_dirs.append(parent)
+            if dest.exists() and not d.replace:
+                raise PlacementError(
+                    f"exists: {dest} (it appeared after the plan was made)",
+                    fix="plan again; pass --force to replace it",
+                )
+            tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+            # open() rather than mkstemp: the wheel gets the umask's mode, not a private 0600.
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                temps.append((tmp, dest))
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+        placed = []
+        for tmp, dest in temps:
+            os.replace(tmp, dest)
+            placed.append(dest)
+        return placed
+    except BaseException as exc:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(made_dirs):
+            with contextlib.suppress(OSError):  # not empty: a rename already put a wheel there
+                folder.rmdir()
+        if isinstance(exc, OSError):
+            raise PlacementError(
+                f"could not place wheels in {wheelhouse}: {exc}",
+                fix="check the wheelhouse's permissions and free space",
+            ) from exc
+        raise
