@@ -15,14 +15,19 @@ from rich.table import Table
 from builder import targets as targets_mod
 from builder.errors import CbuildError, ConfigError
 
-app = typer.Typer(help="Containerized, reproducible wheel builder for HPC wheelhouses.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Containerized, reproducible wheel builder for HPC wheelhouses.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 images_app = typer.Typer(help="Build, list and render the target images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 
 err = Console(stderr=True, highlight=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-TargetOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")]
+TargetOpt = Annotated[
+    list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")
+]
 AllOpt = Annotated[bool, typer.Option("--all-targets", help="Every target of the provider.")]
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -39,8 +44,9 @@ def _pick_targets(target: list[str] | None, all_targets: bool) -> list[targets_m
     if all_targets:
         return targets_mod.all_targets()
     if not target:
-        raise ConfigError("no target given",
-                          fix="pass --target ID (see `cbuild targets`) or --all-targets")
+        raise ConfigError(
+            "no target given", fix="pass --target ID (see `cbuild targets`) or --all-targets"
+        )
     return targets_mod.resolve(target)
 
 
@@ -77,8 +83,9 @@ def targets_cmd(
 
 
 @images_app.command("build")
-def images_build(target: TargetOpt = None, all_targets: AllOpt = False,
-                 json_out: JsonOpt = False) -> None:
+def images_build(
+    target: TargetOpt = None, all_targets: AllOpt = False, json_out: JsonOpt = False
+) -> None:
     """Build target images (an image whose definition is unchanged is never rebuilt)."""
     from builder.imagespec import spec_for
 
@@ -91,8 +98,14 @@ def images_build(target: TargetOpt = None, all_targets: AllOpt = False,
             existed = engine.image_exists(spec.tag)
             _progress(t.id, "up to date" if existed else f"building {spec.tag}")
             engine.build_image(spec, lambda m, i=t.id: _progress(i, m) if "STEP" in m else None)
-            rows.append({"target": t.id, "tag": spec.tag, "id": engine.image_id(spec.tag),
-                         "built": not existed})
+            rows.append(
+                {
+                    "target": t.id,
+                    "tag": spec.tag,
+                    "id": engine.image_id(spec.tag),
+                    "built": not existed,
+                }
+            )
     except CbuildError as exc:
         _fail(exc)
     if json_out:
@@ -151,6 +164,7 @@ def wheel_cmd(
     force: Annotated[bool, typer.Option(help="Replace wheels that already exist.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
     explain: Annotated[bool, typer.Option(help="Say why each wheel went where it went.")] = False,
+    sdist: Annotated[Path | None, typer.Option(help="Build this local sdist, not PyPI's.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Build, test and export PACKAGE VERSION for the chosen targets."""
@@ -158,8 +172,17 @@ def wheel_cmd(
 
     try:
         ts = _pick_targets(target, all_targets)
-        req = WheelRequest(package, version, tuple(ts), wheelhouse.resolve(),
-                           (cache or default_cache()).resolve(), recipes.resolve(), force, strict)
+        req = WheelRequest(
+            package,
+            version,
+            tuple(ts),
+            wheelhouse.resolve(),
+            (cache or default_cache()).resolve(),
+            recipes.resolve(),
+            force,
+            strict,
+            sdist,
+        )
         report = Pipeline(_engine(), _progress).run(req)
     except CbuildError as exc:
         _fail(exc)
@@ -172,17 +195,31 @@ def wheel_cmd(
         _summary(report, explain)
     if not report.ok:
         err.print(f"[bold red]error:[/] {report.error}")
-        raise typer.Exit(7 if any(r.status in {"failed", "isa-leak"} for r in report.results)
-                         else 5)
+        raise typer.Exit(
+            7 if any(r.status in {"failed", "isa-leak"} for r in report.results) else 5
+        )
 
 
 def _summary(report, explain: bool) -> None:
-    table = Table("target", "status", "tested how", "placed", "time", "wheel",
-                  title=f"{report.package} {report.version}")
+    table = Table(
+        "target",
+        "status",
+        "tested how",
+        "placed",
+        "time",
+        "wheel",
+        title=f"{report.package} {report.version}",
+    )
     for r in report.results:
         secs = sum(r.seconds.values())
-        table.add_row(r.target.id, r.status, r.test_detail.splitlines()[0] if r.test_detail else "",
-                      r.placed or "-", f"{secs:.0f} s", r.wheel.name if r.wheel else "-")
+        table.add_row(
+            r.target.id,
+            r.status,
+            r.test_detail.splitlines()[0] if r.test_detail else "",
+            r.placed or "-",
+            f"{secs:.0f} s",
+            r.wheel.name if r.wheel else "-",
+        )
     Console(stderr=True).print(table)
     if explain or not report.ok:
         for r in report.results:

@@ -83,7 +83,8 @@ def spec_for(target: Target) -> ImageSpec:
 
 def render_containerfile(spec: ImageSpec) -> str:
     lines = [
-        f"# Rendered by cbuild from the image spec of {spec.name}; `cbuild images render` rewrites it.",
+        f"# Rendered by cbuild from the image spec of {spec.name};",
+        "# `cbuild images render` rewrites it.",
         f"# spec hash {spec.hash}",
         f"ARG {BASE_ARG}={spec.base.ref}",
         f"FROM ${{{BASE_ARG}}}",

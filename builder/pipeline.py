@@ -7,15 +7,17 @@ pure functions in their own modules.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from packaging.utils import canonicalize_name
 
 from builder import placement, pypi, repair, steps
 from builder.cputest import CpuTestPlan, interpret, plan_cpu_test, qemu_binary
@@ -27,9 +29,13 @@ from builder.recipes import Recipe, load_recipe
 from builder.targets import Target
 
 # Network failures look like this in pip's and setuptools' output.
-_NETWORK_SIGNS = ("Network is unreachable", "Temporary failure in name resolution",
-                  "Failed to establish a new connection", "Could not resolve host",
-                  "No matching distribution found")
+_NETWORK_SIGNS = (
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+    "Failed to establish a new connection",
+    "Could not resolve host",
+    "No matching distribution found",
+)
 
 Progress = Callable[[str, str], None]  # (target id or "", message)
 
@@ -49,13 +55,18 @@ class TargetResult:
     seconds: dict[str, float] = field(default_factory=dict)
     placed: str | None = None
     reason: str = ""
+    source_date_epoch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target.id, "status": self.status,
-            "wheel": self.wheel.name if self.wheel else None, "sha256": self.sha256,
-            "tested": self.test_how, "test_detail": self.test_detail,
-            "placed": self.placed, "reason": self.reason,
+            "target": self.target.id,
+            "status": self.status,
+            "wheel": self.wheel.name if self.wheel else None,
+            "sha256": self.sha256,
+            "tested": self.test_how,
+            "test_detail": self.test_detail,
+            "placed": self.placed,
+            "reason": self.reason,
             "build_log": str(self.build_log) if self.build_log else None,
             "test_log": str(self.test_log) if self.test_log else None,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
@@ -74,10 +85,16 @@ class RunReport:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"package": self.package, "version": self.version, "ok": self.ok,
-                "error": self.error, "workdir": str(self.workdir),
-                "targets": [r.as_dict() for r in self.results],
-                "placed": [str(p) for p in self.placed], "lock": self.lock}
+        return {
+            "package": self.package,
+            "version": self.version,
+            "ok": self.ok,
+            "error": self.error,
+            "workdir": str(self.workdir),
+            "targets": [r.as_dict() for r in self.results],
+            "placed": [str(p) for p in self.placed],
+            "lock": self.lock,
+        }
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,7 @@ class WheelRequest:
     recipes_dir: Path
     force: bool = False
     strict: bool = False
+    sdist: Path | None = None  # a local source instead of PyPI's
 
 
 def default_cache() -> Path:
@@ -101,9 +119,11 @@ def check_wheelhouse_writable(wheelhouse: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise PlacementError(f"wheelhouse {wheelhouse} is not writable ({probe} is "
-                             f"{'not a folder' if not probe.is_dir() else 'read-only'})",
-                             fix="pass --wheelhouse DIR with a folder you can write to")
+        raise PlacementError(
+            f"wheelhouse {wheelhouse} is not writable ({probe} is "
+            f"{'not a folder' if not probe.is_dir() else 'read-only'})",
+            fix="pass --wheelhouse DIR with a folder you can write to",
+        )
 
 
 class Pipeline:
@@ -118,17 +138,23 @@ class Pipeline:
     def run(self, req: WheelRequest) -> RunReport:
         check_wheelhouse_writable(req.wheelhouse)
         recipe = load_recipe(req.package, req.version, req.recipes_dir)
-        self._step("", f"PyPI: {req.package} {req.version}")
-        release = pypi.release_info(req.package, req.version)
-        sdist = pypi.download(release.sdist_url, release.sdist_sha256, req.cache / "sdists")
+        release, sdist = self._source(req)
         facts = pypi.sdist_facts(sdist)
         work = req.cache / "work" / f"{release.name}-{release.version}"
         if work.exists():
             shutil.rmtree(work)  # every run starts from its inputs alone
         (work / "logs").mkdir(parents=True)
         results = [TargetResult(t) for t in req.targets]
-        lock = [{"name": release.name, "version": release.version, "filename": sdist.name,
-                 "sha256": release.sdist_sha256, "kind": "sdist", "url": release.sdist_url}]
+        lock = [
+            pypi.LockEntry(
+                canonicalize_name(release.name),
+                release.version,
+                sdist.name,
+                release.sdist_sha256,
+                "sdist",
+                release.sdist_url,
+            )
+        ]
 
         images = {}
         for t in req.targets:
@@ -137,66 +163,137 @@ class Pipeline:
 
         first = images[req.targets[0].id]
         build_requires = [*facts.build_requires, *recipe.build_requires]
-        build_deps = self._fetch(first, build_requires, work / "deps-build", work / "logs" / "fetch.log")
-        lock += _lock_dir(build_deps, "build")
+        build_deps = self._fetch(
+            first, build_requires, work / "deps-build", work / "logs" / "fetch.log"
+        )
+        lock += pypi.lock_entries_from_dir(build_deps, "build")
 
         for r in results:
-            self._build(r, images[r.target.id], recipe, sdist, facts, build_requires,
-                        build_deps, work, release.name)
+            self._build(
+                r,
+                images[r.target.id],
+                recipe,
+                sdist,
+                facts,
+                build_requires,
+                build_deps,
+                work,
+                release.name,
+            )
 
         built = [r for r in results if r.wheel]
         rt_deps = work / "deps-runtime"
         if built:
-            rt_deps = self._fetch(first, [f"{steps.IN_DIR}/{built[0].wheel.name}",
-                                          *recipe.test_requires], rt_deps,
-                                  work / "logs" / "fetch.log", mounts=[built[0].wheel.parent])
+            rt_deps = self._fetch(
+                first,
+                [f"{steps.IN_DIR}/{built[0].wheel.name}", *recipe.test_requires],
+                rt_deps,
+                work / "logs" / "fetch.log",
+                mounts=[built[0].wheel.parent],
+            )
             own = {r.wheel.name for r in built}
             for p in rt_deps.iterdir():
                 if p.name in own:
                     p.unlink()
-            lock += _lock_dir(rt_deps, "runtime")
-        (work / "lock.json").write_text(json.dumps(lock, indent=2) + "\n")
+            lock += pypi.lock_entries_from_dir(rt_deps, "runtime")
+        (work / "lock.json").write_text(pypi.Lock(tuple(lock)).to_json())
 
         for r in built:
             self._test(r, images[r.target.id], recipe, rt_deps, work)
 
-        report = RunReport(release.name, release.version, results, lock, [], work, ok=False)
+        report = RunReport(
+            release.name, release.version, results, [asdict(e) for e in lock], [], work, ok=False
+        )
         failed = [r for r in results if r.status in {"build-failed", "failed", "isa-leak"}]
         untested = [r for r in results if r.status == "not-tested"]
         if failed:
-            report.error = "; ".join(f"{r.target.id}: {r.status}: {r.test_detail or r.reason}"
-                                     for r in failed) + " -- nothing was exported"
+            report.error = (
+                "; ".join(f"{r.target.id}: {r.status}: {r.test_detail or r.reason}" for r in failed)
+                + " -- nothing was exported"
+            )
             return report
         if req.strict and untested:
-            report.error = ("--strict: not tested on " + ", ".join(r.target.id for r in untested)
-                            + " -- nothing was exported")
+            report.error = (
+                "--strict: not tested on "
+                + ", ".join(r.target.id for r in untested)
+                + " -- nothing was exported"
+            )
             return report
         report.placed = self._place(req, results, release, lock, images)
         report.ok = True
         return report
 
+    def _source(self, req: WheelRequest) -> tuple[pypi.Release, Path]:
+        if req.sdist is None:
+            self._step("", f"PyPI: {req.package} {req.version}")
+            release = pypi.release_info(req.package, req.version)
+            return release, pypi.download(
+                release.sdist_url, release.sdist_sha256, req.cache / "sdists"
+            )
+        # A local sdist (a fixture, a patched source): pinned by its own sha256.
+        if not req.sdist.is_file():
+            raise ConfigError(
+                f"--sdist {req.sdist}: no such file",
+                fix="pass the path of a .tar.gz or .zip source distribution",
+            )
+        sha = pypi.sha256_of(req.sdist)
+        dest = req.cache / "sdists"
+        dest.mkdir(parents=True, exist_ok=True)
+        copy = dest / req.sdist.name
+        if not copy.exists() or pypi.sha256_of(copy) != sha:
+            shutil.copyfile(req.sdist, copy)
+        release = pypi.Release(
+            req.package,
+            req.version,
+            req.sdist.resolve().as_uri(),
+            req.sdist.name,
+            sha,
+            None,
+            datetime.fromtimestamp(req.sdist.stat().st_mtime, UTC),
+        )
+        return release, copy
+
     # --- steps ----------------------------------------------------------------------------------
-    def _fetch(self, image: str, requirements: list[str], dest: Path, log: Path,
-               mounts: list[Path] = ()) -> Path:
+    def _fetch(
+        self, image: str, requirements: list[str], dest: Path, log: Path, mounts: list[Path] = ()
+    ) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
         if not requirements:
             return dest
         self._step("", f"fetch {', '.join(Path(r).name for r in requirements)}")
-        res = self.engine.run(RunSpec(
-            image=image, command=["sh", "-c", steps.fetch_wheels_script(requirements, "/cbuild/dl")],
-            mounts=(Mount(dest, "/cbuild/dl", read_only=False),
-                    *(Mount(m, steps.IN_DIR) for m in mounts)),
-            network=True), log)
+        res = self.engine.run(
+            RunSpec(
+                image=image,
+                command=["sh", "-c", steps.fetch_wheels_script(requirements, "/cbuild/dl")],
+                mounts=(
+                    Mount(dest, "/cbuild/dl", read_only=False),
+                    *(Mount(m, steps.IN_DIR) for m in mounts),
+                ),
+                network=True,
+            ),
+            log,
+        )
         if not res.ok:
-            raise BuildError(f"could not fetch {', '.join(requirements)} as wheels for the "
-                             f"target's Python:\n{_tail(res.output)}\n  log: {log}",
-                             fix="check the names and versions; a dependency that has no wheel "
-                                 "must be built first (add it to the wheelhouse)")
+            raise BuildError(
+                f"could not fetch {', '.join(requirements)} as wheels for the "
+                f"target's Python:\n{_tail(res.output)}\n  log: {log}",
+                fix="check the names and versions; a dependency that has no wheel "
+                "must be built first (add it to the wheelhouse)",
+            )
         return dest
 
-    def _build(self, r: TargetResult, image: str, recipe: Recipe, sdist: Path,
-               facts: pypi.SdistFacts, build_requires: list[str], deps: Path, work: Path,
-               name: str) -> None:
+    def _build(
+        self,
+        r: TargetResult,
+        image: str,
+        recipe: Recipe,
+        sdist: Path,
+        facts: pypi.SdistFacts,
+        build_requires: list[str],
+        deps: Path,
+        work: Path,
+        name: str,
+    ) -> None:
         t = r.target
         tid = t.id
         out = work / "out" / tid
@@ -215,34 +312,48 @@ class Pipeline:
         self._step(tid, "build (network off)")
         t0 = time.monotonic()
         script = steps.build_script(sdist.name, facts.top_folder, build_requires)
-        res = self.engine.run(RunSpec(
-            image=image, command=["sh", "-c", script], env=env,
-            mounts=(Mount(sdist.parent, steps.IN_DIR), Mount(deps, DEPS_DIR),
-                    Mount(out, OUT_DIR, read_only=False)),
-            network=False), r.build_log)
+        res = self.engine.run(
+            RunSpec(
+                image=image,
+                command=["sh", "-c", script],
+                env=env,
+                mounts=(
+                    Mount(sdist.parent, steps.IN_DIR),
+                    Mount(deps, DEPS_DIR),
+                    Mount(out, OUT_DIR, read_only=False),
+                ),
+                network=False,
+            ),
+            r.build_log,
+        )
         r.seconds["build"] = time.monotonic() - t0
         wheels = sorted(out.glob("*.whl"))
         if not res.ok or len(wheels) != 1:
             r.status = "build-failed"
             hint = ""
             if any(s in res.output for s in _NETWORK_SIGNS):
-                hint = (" -- the build tried to reach the network, which is off during builds; "
-                        "add what it needs to the recipe's [build] requires")
+                hint = (
+                    " -- the build tried to reach the network, which is off during builds; "
+                    "add what it needs to the recipe's [build] requires"
+                )
             r.reason = f"exit {res.exit_code}{hint}; log: {r.build_log}"
             r.test_detail = _tail(res.output, 12)
             return
         self._step(tid, "repair")
-        fixed = repair.repair_wheel(wheels[0], work / "wheels" / tid,
-                                    label=t.stack.local_label,
-                                    source_date_epoch=facts.source_date_epoch)
+        fixed = repair.repair_wheel(
+            wheels[0],
+            work / "wheels" / tid,
+            label=t.stack.local_label,
+            source_date_epoch=facts.source_date_epoch,
+        )
         r.wheel = fixed.path
         r.is_pure = fixed.is_pure
         r.sha256 = repair.wheel_sha256(fixed.path)
         r.content_digest = repair.wheel_content_digest(fixed.path)
         r.status = "built"
+        r.source_date_epoch = facts.source_date_epoch
 
-    def _test(self, r: TargetResult, image: str, recipe: Recipe, rt_deps: Path,
-              work: Path) -> None:
+    def _test(self, r: TargetResult, image: str, recipe: Recipe, rt_deps: Path, work: Path) -> None:
         t = r.target
         qemu = qemu_binary()
         plan: CpuTestPlan = plan_cpu_test(t.cpu_level, host_features(), qemu is not None)
@@ -254,17 +365,23 @@ class Pipeline:
         imports = recipe.import_names
         if imports is None:
             imports = repair.top_level_modules(r.wheel)
-        script = steps.wheel_test_script([r.wheel.name], imports, recipe.test_commands,
-                                   recipe.test_requires,
-                                   plan.qemu_cpu if plan.mode == "qemu" else None)
+        script = steps.wheel_test_script(
+            [r.wheel.name],
+            imports,
+            recipe.test_commands,
+            recipe.test_requires,
+            plan.qemu_cpu if plan.mode == "qemu" else None,
+        )
         mounts = [Mount(r.wheel.parent, steps.IN_DIR), Mount(rt_deps, steps.RT_DEPS_DIR)]
         if plan.mode == "qemu":
             mounts.append(Mount(qemu, QEMU_PATH))
         r.test_log = work / "logs" / f"{t.id}.test.log"
         self._step(t.id, f"test ({plan.mode}, network off)")
         t0 = time.monotonic()
-        res = self.engine.run(RunSpec(image=image, command=["sh", "-c", script],
-                                      mounts=tuple(mounts), network=False), r.test_log)
+        res = self.engine.run(
+            RunSpec(image=image, command=["sh", "-c", script], mounts=tuple(mounts), network=False),
+            r.test_log,
+        )
         r.seconds["test"] = time.monotonic() - t0
         verdict = interpret(res.exit_code, res.output, plan, t.cpu_level)
         if verdict.status == "passed":
@@ -272,20 +389,36 @@ class Pipeline:
             r.test_detail = f"passed {plan.mode}"
         else:
             r.status = verdict.status
-            r.test_detail = (f"{verdict.detail} (step: {steps.failed_step(res.output)}; "
-                             f"log: {r.test_log})\n{_tail(res.output, 8)}")
+            r.test_detail = (
+                f"{verdict.detail} (step: {steps.failed_step(res.output)}; "
+                f"log: {r.test_log})\n{_tail(res.output, 8)}"
+            )
 
-    def _place(self, req: WheelRequest, results: list[TargetResult], release: pypi.Release,
-               lock: list[dict[str, Any]], images: dict[str, str]) -> list[Path]:
+    def _place(
+        self,
+        req: WheelRequest,
+        results: list[TargetResult],
+        release: pypi.Release,
+        lock: list[pypi.LockEntry],
+        images: dict[str, str],
+    ) -> list[Path]:
         stack = req.targets[0].stack
-        cands = [placement.Candidate(r.target.id, r.target.level_name, r.wheel,
-                                     r.content_digest, r.is_pure) for r in results if r.wheel]
-        decisions = placement.plan(cands, stack, placement.scan(req.wheelhouse, stack))
+        cands = [
+            placement.Candidate(
+                r.target.id, r.target.level_name, r.wheel, r.content_digest, r.is_pure
+            )
+            for r in results
+            if r.wheel
+        ]
+        req.wheelhouse.mkdir(parents=True, exist_ok=True)
+        decisions = placement.plan(
+            cands, stack, placement.scan(req.wheelhouse, stack), force=req.force
+        )
         by_target = {r.target.id: r for r in results}
         for d in decisions:
             res = by_target[d.target_id]
             res.placed, res.reason = d.folder, d.error or d.reason
-        placed = placement.place(decisions, req.wheelhouse, cands, force=req.force)
+        placed = placement.place(decisions, req.wheelhouse, cands)
         for d in decisions:
             if d.folder is None:
                 continue
@@ -298,30 +431,37 @@ class Pipeline:
         return placed
 
 
-def _manifest(r: TargetResult, release: pypi.Release, lock: list[dict[str, Any]], image: str,
-              engine: Engine) -> dict[str, Any]:
+def _manifest(
+    r: TargetResult, release: pypi.Release, lock: list[pypi.LockEntry], image: str, engine: Engine
+) -> dict[str, Any]:
     return {
-        "package": release.name, "version": release.version, "target": r.target.as_dict(),
-        "wheel": r.wheel.name, "sha256": r.sha256, "engine": engine.describe(),
-        "image": image, "image_id": engine.image_id(image),
-        "image_spec_hash": spec_for(r.target).hash, "provider": r.target.provider,
+        "package": release.name,
+        "version": release.version,
+        "target": r.target.as_dict(),
+        "wheel": r.wheel.name,
+        "sha256": r.sha256,
+        "engine": engine.describe(),
+        "image": image,
+        "image_id": engine.image_id(image),
+        "image_spec_hash": spec_for(r.target).hash,
+        "provider": r.target.provider,
         "test": {"status": r.status, "how": r.test_how, "detail": r.test_detail},
-        "lock": lock,
+        "source_date_epoch": r.source_date_epoch,
+        "lock": [asdict(e) for e in lock],
     }
-
-
-def _lock_dir(folder: Path, kind: str) -> list[dict[str, Any]]:
-    out = []
-    for p in sorted(folder.iterdir()):
-        if p.suffix in {".whl", ".gz", ".zip"}:
-            out.append({"filename": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-                        "kind": kind})
-    return out
 
 
 def _tail(text: str, n: int = 20) -> str:
     return "\n".join("    " + ln for ln in text.rstrip().splitlines()[-n:])
 
 
-__all__ = ["Pipeline", "WheelRequest", "RunReport", "TargetResult", "default_cache",
-           "CbuildError", "ConfigError", "TestFailure"]
+__all__ = [
+    "Pipeline",
+    "WheelRequest",
+    "RunReport",
+    "TargetResult",
+    "default_cache",
+    "CbuildError",
+    "ConfigError",
+    "TestFailure",
+]

@@ -16,6 +16,9 @@ SHIM_DIR = "/cbuild/shim"
 STEP_MARK = "::cbuild-step::"  # printed before each test step so a failure can be named
 
 
+_UNPACK = "import shutil, sys; shutil.unpack_archive(sys.argv[1], sys.argv[2])"
+
+
 def _q(words: list[str] | tuple[str, ...]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
@@ -26,30 +29,38 @@ def fetch_wheels_script(requirements: list[str], dest: str, extra: list[str] = (
     return f"set -e\npython3 -m pip download --only-binary=:all: --dest {dest} {reqs}\n"
 
 
-def build_script(sdist_name: str, top_folder: str, build_requires: list[str],
-                 pip_args: tuple[str, ...] = ()) -> str:
+def build_script(
+    sdist_name: str, top_folder: str, build_requires: list[str], pip_args: tuple[str, ...] = ()
+) -> str:
     """Offline build: a venv at a fixed path with the pinned build deps, then pip wheel in-tree."""
     src = f"{SRC_DIR}/{top_folder}"
-    return "\n".join([
-        "set -e",
-        f"python3 -m venv {BUILD_ENV}",
-        f"{BUILD_ENV}/bin/pip install --no-index --find-links {DEPS_DIR} -q {_q(build_requires)}",
-        f"{BUILD_ENV}/bin/python -c 'import shutil, sys; shutil.unpack_archive(sys.argv[1], sys.argv[2])'"
-        f" {IN_DIR}/{shlex.quote(sdist_name)} {SRC_DIR}",
-        f"cd {shlex.quote(src)}",
-        f"{BUILD_ENV}/bin/pip wheel --no-index --find-links {DEPS_DIR} --no-deps"
-        f" --no-build-isolation -w {OUT_DIR} {_q(pip_args)} .",
-        "",
-    ])
+    return "\n".join(
+        [
+            "set -e",
+            f"python3 -m venv {BUILD_ENV}",
+            f"{BUILD_ENV}/bin/pip install --no-index --find-links {DEPS_DIR} -q"
+            f" {_q(build_requires)}",
+            f"{BUILD_ENV}/bin/python -c {shlex.quote(_UNPACK)} {IN_DIR}/{shlex.quote(sdist_name)}"
+            f" {SRC_DIR}",
+            f"cd {shlex.quote(src)}",
+            f"{BUILD_ENV}/bin/pip wheel --no-index --find-links {DEPS_DIR} --no-deps"
+            f" --no-build-isolation -w {OUT_DIR} {_q(pip_args)} .",
+            "",
+        ]
+    )
 
 
 def python_shim(qemu_cpu: str) -> str:
-    return (f'#!/bin/sh\nexec {QEMU_PATH} -cpu {shlex.quote(qemu_cpu)} '
-            f'{TEST_ENV}/bin/python3 "$@"\n')
+    return f'#!/bin/sh\nexec {QEMU_PATH} -cpu {shlex.quote(qemu_cpu)} {TEST_ENV}/bin/python3 "$@"\n'
 
 
-def wheel_test_script(wheel_names: list[str], import_names: list[str], commands: list[str],
-                test_requires: list[str], qemu_cpu: str | None) -> str:
+def wheel_test_script(
+    wheel_names: list[str],
+    import_names: list[str],
+    commands: list[str],
+    test_requires: list[str],
+    qemu_cpu: str | None,
+) -> str:
     """Fresh venv, install offline from the built wheel and fetched deps, then the tests,
     each step marked so that a failure names its step. Under QEMU, `python` is a shim that
     runs the venv's interpreter with exactly the level's CPU features."""
@@ -69,12 +80,16 @@ def wheel_test_script(wheel_names: list[str], import_names: list[str], commands:
             f"chmod +x {SHIM_DIR}/python && ln -sf python {SHIM_DIR}/python3",
         ]
     else:
-        lines += [f"ln -sf {TEST_ENV}/bin/python3 {SHIM_DIR}/python",
-                  f"ln -sf {TEST_ENV}/bin/python3 {SHIM_DIR}/python3"]
+        lines += [
+            f"ln -sf {TEST_ENV}/bin/python3 {SHIM_DIR}/python",
+            f"ln -sf {TEST_ENV}/bin/python3 {SHIM_DIR}/python3",
+        ]
     lines += [f"export PATH={SHIM_DIR}:{TEST_ENV}/bin:$PATH", "cd /tmp"]
     for name in import_names:
-        lines += [f"echo {shlex.quote(f'{STEP_MARK} import {name}')}",
-                  f"python -c {shlex.quote(f'import {name}')}"]
+        lines += [
+            f"echo {shlex.quote(f'{STEP_MARK} import {name}')}",
+            f"python -c {shlex.quote(f'import {name}')}",
+        ]
     for i, cmd in enumerate(commands, 1):
         lines += [f"echo {shlex.quote(f'{STEP_MARK} command {i}: {cmd}')}", cmd]
     lines += [f"echo '{STEP_MARK} done'", ""]

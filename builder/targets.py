@@ -1,4 +1,4 @@
-"""Targets: stack x CPU level x accelerator x Python, with stable ids and derived wheelhouse folders.
+"""Targets: stack x CPU level x accelerator x Python, with stable ids and derived folders.
 
 Stacks are data files in `builder/stacks/`; this module only reads and combines them.
 """
@@ -83,7 +83,9 @@ class Target:
 def load_stack(name: str) -> Stack:
     path = resources.files("builder") / "stacks" / f"{name}.toml"
     if not path.is_file():
-        raise ConfigError(f"unknown stack {name!r}", fix=f"known stacks: {', '.join(stack_names())}")
+        raise ConfigError(
+            f"unknown stack {name!r}", fix=f"known stacks: {', '.join(stack_names())}"
+        )
     data = tomllib.loads(path.read_text())
     return Stack(
         name=data["name"],
@@ -101,10 +103,14 @@ def load_stack(name: str) -> Stack:
 
 def stack_names() -> list[str]:
     folder = resources.files("builder") / "stacks"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
-def all_targets(provider: str = "standalone", accelerators: tuple[str, ...] = ("cpu",)) -> list[Target]:
+def all_targets(
+    provider: str = "standalone", accelerators: tuple[str, ...] = ("cpu",)
+) -> list[Target]:
     """Every target a provider can build. CUDA targets exist in the model; no provider builds
     them yet, so they are listed only when asked for."""
     out = []
@@ -129,5 +135,8 @@ def resolve(ids: list[str], provider: str = "standalone") -> list[Target]:
 
 def github_matrix(targets: list[Target]) -> dict[str, Any]:
     """What `strategy.matrix: ${{ fromJSON(...) }}` takes: an `include` list, one job per target."""
-    return {"include": [{"target": t.id, "python": t.python, "level": t.cpu_level.name}
-                        for t in targets]}
+    return {
+        "include": [
+            {"target": t.id, "python": t.python, "level": t.cpu_level.name} for t in targets
+        ]
+    }

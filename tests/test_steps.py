@@ -16,8 +16,13 @@ def test_build_script_is_offline_and_in_tree() -> None:
 
 
 def test_test_script_marks_each_step_and_uses_shim() -> None:
-    s = wheel_test_script(["p-1.0-cp311-cp311-linux_x86_64.whl"], ["p", "p.sub"],
-                    ["python -c 'import p; assert p.f() == 3'"], ["numpy"], "qemu64,+avx2")
+    s = wheel_test_script(
+        ["p-1.0-cp311-cp311-linux_x86_64.whl"],
+        ["p", "p.sub"],
+        ["python -c 'import p; assert p.f() == 3'"],
+        ["numpy"],
+        "qemu64,+avx2",
+    )
     assert subprocess.run(["sh", "-n", "-c", s]).returncode == 0
     assert s.count(STEP_MARK) == 5  # install, 2 imports, 1 command, done
     assert "qemu64,+avx2" in s

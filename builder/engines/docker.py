@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -83,8 +84,14 @@ class DockerEngine:
         for img in self.client.images.list(filters={"label": "org.cbuild.target"}):
             labels = img.labels or {}
             for tag in img.tags or ["<none>"]:
-                rows.append({"tag": tag, "id": img.id, "target": labels.get("org.cbuild.target", ""),
-                             "spec_hash": labels.get("org.cbuild.spec-hash", "")})
+                rows.append(
+                    {
+                        "tag": tag,
+                        "id": img.id,
+                        "target": labels.get("org.cbuild.target", ""),
+                        "spec_hash": labels.get("org.cbuild.spec-hash", ""),
+                    }
+                )
         return rows
 
     # --- images -------------------------------------------------------------------------------
@@ -104,20 +111,29 @@ class DockerEngine:
 
     def _bootstrap(self, base: BaseImage, progress: Progress) -> None:
         if base.distribution != "debian":
-            raise EngineError(f"cannot bootstrap {base.distribution} without a registry",
-                              fix=f"make {base.ref} pullable, or import it as {base.local_tag}")
+            raise EngineError(
+                f"cannot bootstrap {base.distribution} without a registry",
+                fix=f"make {base.ref} pullable, or import it as {base.local_tag}",
+            )
         if not shutil.which("mmdebstrap"):
-            raise EngineError(f"no registry answers for {base.ref} and mmdebstrap is not installed",
-                              fix="apt-get install mmdebstrap (or make the registry reachable)")
+            raise EngineError(
+                f"no registry answers for {base.ref} and mmdebstrap is not installed",
+                fix="apt-get install mmdebstrap (or make the registry reachable)",
+            )
         with tempfile.TemporaryDirectory(prefix="cbuild-base-") as tmp:
             tar = Path(tmp) / "rootfs.tar"
             progress(f"mmdebstrap --variant=minbase {base.suite} (about 30 s)")
-            proc = subprocess.run(["mmdebstrap", "--variant=minbase", base.suite, str(tar)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                ["mmdebstrap", "--variant=minbase", base.suite, str(tar)],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 tail = "\n".join(proc.stderr.splitlines()[-15:])
-                raise EngineError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail}",
-                                  fix="check that Debian's mirror is reachable and you are root")
+                raise EngineError(
+                    f"mmdebstrap failed (exit {proc.returncode}):\n{tail}",
+                    fix="check that Debian's mirror is reachable and you are root",
+                )
             progress(f"importing {tar.stat().st_size // 2**20} MiB root filesystem")
             result = self.client.api.import_image_from_file(str(tar))
             image_id = _import_id(result)
@@ -132,33 +148,47 @@ class DockerEngine:
         progress(f"building {spec.tag}")
         stream = self.client.api.build(
             fileobj=io.BytesIO(render_containerfile(spec).encode()),
-            tag=spec.tag, buildargs={BASE_ARG: base}, network_mode="host",
-            rm=True, forcerm=True, decode=True,
+            tag=spec.tag,
+            buildargs={BASE_ARG: base},
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            decode=True,
         )
         last: list[str] = []
         for chunk in stream:
             if "error" in chunk or "errorDetail" in chunk:
                 msg = chunk.get("error") or json.dumps(chunk.get("errorDetail"))
-                raise EngineError(f"image build of {spec.name} failed: {msg}\n" + "".join(last[-15:]),
-                                  fix=f"inspect images/{spec.name}/Containerfile; run it by hand "
-                                      "with `podman build` to see the whole log")
+                raise EngineError(
+                    f"image build of {spec.name} failed: {msg}\n" + "".join(last[-15:]),
+                    fix=f"inspect images/{spec.name}/Containerfile; run it by hand "
+                    "with `podman build` to see the whole log",
+                )
             line = chunk.get("stream", "")
             if line.strip():
                 last.append(line)
                 progress(line.rstrip()[:200])
         if not self.image_exists(spec.tag):
-            raise EngineError(f"image build of {spec.name} ended without an image:\n"
-                              + "".join(last[-15:]))
+            raise EngineError(
+                f"image build of {spec.name} ended without an image:\n" + "".join(last[-15:])
+            )
         return spec.tag
 
     # --- containers ---------------------------------------------------------------------------
     def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
-        volumes = {str(m.host): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
-                   for m in spec.mounts}
+        volumes = {
+            str(m.host): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
+            for m in spec.mounts
+        }
         container = self.client.containers.create(
-            spec.image, spec.command, environment=spec.env, volumes=volumes,
-            network_mode="host" if spec.network else "none", working_dir=spec.workdir,
-            labels={RUN_LABEL: "1"}, detach=True,
+            spec.image,
+            spec.command,
+            environment=spec.env,
+            volumes=volumes,
+            network_mode="host" if spec.network else "none",
+            working_dir=spec.workdir,
+            labels={RUN_LABEL: "1"},
+            detach=True,
         )
         try:
             container.start()
@@ -178,10 +208,8 @@ class DockerEngine:
             return RunResult(code, "".join(buf))
         finally:
             # Always removed, also on Ctrl-C: no container is left running.
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
-            except docker.errors.APIError:
-                pass
 
 
 def _import_id(result: str | bytes) -> str:
