@@ -1,0 +1,235 @@
+"""How to test a wheel built for a CPU level on this host, and what the test's outcome means.
+
+A wheel promises a CPU level. The only run that proves the promise is one on a CPU with exactly
+that level's features: QEMU user mode gives one (`qemu-x86_64-static -cpu qemu64,+avx,...`) for
+every level up to x86-64-v3. QEMU's TCG cannot execute AVX-512 under any CPU model, so an
+x86-64-v4 wheel can only run natively, on a host that has AVX-512, and a host always has more
+than the level (ADX, SHA, ...): a native pass proves less. Where neither works the test is not
+run, and says why; it is never reported as passed.
+
+Everything here but `qemu_binary` and `plan_here` is pure: the host's features and the presence
+of QEMU are arguments.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import signal
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import archspec.cpu
+
+from builder.levels import QEMU_UNSUPPORTED, Level, host_features
+
+Mode = Literal["qemu", "native", "none"]
+Status = Literal["passed", "failed", "isa-leak", "not-run"]
+
+QEMU_NAMES = ("qemu-x86_64-static", "qemu-x86_64")
+# The names a Python shim takes in the directory put first on PATH.
+SHIM_NAMES = ("python", "python3")
+
+SIGILL_EXIT_CODES = frozenset({128 + signal.SIGILL, -signal.SIGILL})  # shell/engine, subprocess
+QEMU_SIGILL_MESSAGE = "uncaught target signal 4 (Illegal instruction)"  # qemu-user's own report
+ILLEGAL_INSTRUCTION = "Illegal instruction"  # the shell's report of a child killed by SIGILL
+GLIBC_ISA_MESSAGE = "CPU ISA level is lower than required"  # ld.so refusing an ELF ISA note
+
+_SHOWN_EXTRAS = 6  # how many of the host's extra features a reason names
+
+
+@dataclass(frozen=True)
+class CpuTestPlan:
+    mode: Mode
+    qemu_cpu: str | None  # the `-cpu` argument when mode == "qemu"
+    reason: str  # a sentence that completes "tested ..." / says why it is not run
+
+    @property
+    def runs(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def exact(self) -> bool:
+        """Whether a pass proves the level: only an exact-feature CPU model does."""
+        return self.mode == "qemu"
+
+    def wrap(self, argv: list[str], qemu: str | Path) -> list[str]:
+        """The command line that runs `argv` (an x86-64 executable and its arguments) as planned."""
+        if self.mode == "qemu":
+            assert self.qemu_cpu is not None
+            return [str(qemu), "-cpu", self.qemu_cpu, *argv]
+        if self.mode == "native":
+            return list(argv)
+        raise ValueError(f"this test is not run: {self.reason}")
+
+
+@dataclass(frozen=True)
+class TestVerdict:
+    __test__ = False  # not a pytest test class, despite its name
+
+    status: Status
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+def _names(features: frozenset[str] | set[str], limit: int | None = None) -> str:
+    names = sorted(features)
+    if limit is not None and len(names) > limit:
+        return ", ".join(names[:limit]) + f", ... ({len(names)} in all)"
+    return ", ".join(names)
+
+
+@cache
+def _isa_features() -> frozenset[str]:
+    """Features some x86-64 microarchitecture in archspec needs: instruction sets, not `apic`."""
+    out: set[str] = set()
+    for target in archspec.cpu.TARGETS.values():
+        if target.family.name == "x86_64":
+            out |= target.features
+    return frozenset(out)
+
+
+def _unemulable(level: Level) -> str:
+    missing = level.features & QEMU_UNSUPPORTED
+    if all(f.startswith("avx512") for f in missing):
+        return "AVX-512"
+    return _names(missing)
+
+
+def plan_cpu_test(level: Level, host_features: frozenset[str], qemu_available: bool) -> CpuTestPlan:
+    """Exact emulation when QEMU can do it; else a native run on a host that has the level;
+    else nothing, with the reason."""
+    if level.qemu_emulable and qemu_available:
+        return CpuTestPlan(
+            "qemu", level.qemu_cpu, f"under QEMU with exactly {level.name}'s features"
+        )
+    lacking = level.features - host_features
+    extra = (host_features & _isa_features()) - level.features
+    if not lacking:
+        more = f"and more ({_names(extra, _SHOWN_EXTRAS)})" if extra else "(and maybe more)"
+        why = (
+            "QEMU cannot emulate " + _unemulable(level)
+            if not level.qemu_emulable
+            else "QEMU (qemu-x86_64-static) is not available"
+        )
+        return CpuTestPlan(
+            "native",
+            None,
+            f"natively on this host, which has {level.name} {more}: a native run proves less "
+            f"than the exact level; {why}",
+        )
+    if not level.qemu_emulable:
+        why = f"QEMU cannot emulate {_unemulable(level)}"
+    else:
+        why = "QEMU (qemu-x86_64-static) is not available"
+    return CpuTestPlan(
+        "none",
+        None,
+        f"{why} and this host lacks {_names(lacking)}: {level.name} code cannot be run here",
+    )
+
+
+def raw_host_features() -> frozenset[str]:
+    """Every feature this CPU reports, in archspec's spelling (`pni` is `sse3`).
+
+    `levels.host_features()` gives the features of the microarchitecture archspec names for the
+    host, which can be far fewer (a VM's CPU matched to `x86_64_v4` lacks ADX, SHA, ...)."""
+    try:
+        from archspec.cpu.detect import detected_info
+
+        return frozenset(detected_info().features) | host_features()
+    except Exception:  # archspec's raw detection is not a stable API
+        return host_features()
+
+
+def plan_here(level: Level) -> CpuTestPlan:
+    """`plan_cpu_test` for this host and its QEMU."""
+    return plan_cpu_test(level, raw_host_features(), qemu_binary() is not None)
+
+
+def not_run(plan: CpuTestPlan) -> TestVerdict:
+    """The verdict of a test the plan does not run: reported with its reason, never as passed."""
+    return TestVerdict("not-run", f"not run: {plan.reason}")
+
+
+def _where(plan: CpuTestPlan, level: Level) -> str:
+    if plan.mode == "qemu":
+        return f"under an exact {level.name} CPU"
+    return f"natively on this host (which has all of {level.name})"
+
+
+def _line_with(output: str, needle: str) -> str:
+    return next((ln.strip() for ln in output.splitlines() if needle in ln), needle)
+
+
+def interpret(exit_code: int, output: str, plan: CpuTestPlan, level: Level) -> TestVerdict:
+    """What a test run's exit code and output (stdout and stderr together) mean for the level.
+
+    SIGILL (exit 132 from a shell or engine, -4 from `subprocess`, or QEMU's own report) means
+    instructions above the level; so does glibc refusing a library whose ELF ISA note requires a
+    higher level, even when the test suite turned the ImportError into a skip and exited 0.
+    """
+    if plan.mode == "none":
+        raise ValueError(f"nothing was run to interpret: {plan.reason}")
+    where = _where(plan, level)
+    if GLIBC_ISA_MESSAGE in output:
+        return TestVerdict(
+            "isa-leak",
+            f"glibc refused a library {where}: its ELF ISA note requires a level above "
+            f"{level.name} ({_line_with(output, GLIBC_ISA_MESSAGE)})",
+        )
+    if (
+        exit_code in SIGILL_EXIT_CODES
+        or QEMU_SIGILL_MESSAGE in output
+        or (exit_code != 0 and ILLEGAL_INSTRUCTION in output)
+    ):
+        return TestVerdict(
+            "isa-leak",
+            f"SIGILL {where}: the wheel uses instructions above {level.name}",
+        )
+    if exit_code == 0:
+        if plan.exact:
+            return TestVerdict("passed", f"passed {plan.reason}")
+        return TestVerdict(
+            "passed", f"passed {where}: a native pass proves less than the exact level"
+        )
+    if exit_code < 0:
+        try:
+            how = f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            how = f"killed by signal {-exit_code}"
+    else:
+        how = f"exit code {exit_code}"
+    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
+    return TestVerdict("failed", f"tests failed {where}: {how}" + (f": {last}" if last else ""))
+
+
+def qemu_binary() -> Path | None:
+    """QEMU user mode for x86-64: the static build first (it can be mounted into a container),
+    then the dynamic one (host use only), from PATH or /usr/bin."""
+    for name in QEMU_NAMES:
+        found = shutil.which(name) or shutil.which(name, path="/usr/bin")
+        if found:
+            return Path(found)
+    return None
+
+
+def python_shim_script(qemu_path_in_container: str, qemu_cpu: str, real_python: str) -> str:
+    """A `python` that runs `real_python` under QEMU with the CPU model `qemu_cpu`.
+
+    Put a directory with this script as `python` and `python3` (see `SHIM_NAMES`) first on PATH,
+    ahead of any venv's bin/, so test commands that call `python` run under emulation.
+    `real_python` may be a venv's `bin/python`: QEMU keeps its path, so the venv is found.
+    Processes the tests start through `sys.executable` run natively, not under QEMU.
+    """
+    q = shlex.quote
+    return (
+        "#!/bin/sh\n"
+        "# cbuild: run Python under QEMU user mode with exactly the CPU level's features.\n"
+        f'exec {q(qemu_path_in_container)} -cpu {q(qemu_cpu)} {q(real_python)} "$@"\n'
+    )
