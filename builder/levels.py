@@ -42,7 +42,9 @@ class Level:
     @property
     def qemu_cpu(self) -> str:
         """A QEMU CPU model with exactly this level's features on top of the plain qemu64."""
-        extra = sorted(_QEMU_NAMES.get(f, f) for f in self.features if f not in {"mmx", "sse", "sse2"})
+        extra = sorted(
+            _QEMU_NAMES.get(f, f) for f in self.features if f not in {"mmx", "sse", "sse2"}
+        )
         return ",".join(["qemu64", *(f"+{f}" for f in extra)])
 
 
@@ -51,11 +53,16 @@ def level(name: str) -> Level:
     """`x86-64-v3` or its archspec spelling `x86_64_v3`; `x86-64` is the plain baseline."""
     archspec_name = name.replace("-", "_")
     if archspec_name not in archspec.cpu.TARGETS:
-        known = ", ".join(n.replace("_", "-") for n in archspec.cpu.TARGETS if n.startswith("x86_64"))
+        known = ", ".join(
+            n.replace("_", "-") for n in archspec.cpu.TARGETS if n.startswith("x86_64")
+        )
         raise KeyError(f"unknown CPU level {name!r}; archspec knows {known}")
     target = archspec.cpu.TARGETS[archspec_name]
-    return Level(name=archspec_name.replace("_", "-"), archspec_name=archspec_name,
-                 features=frozenset(target.features))
+    return Level(
+        name=archspec_name.replace("_", "-"),
+        archspec_name=archspec_name,
+        features=frozenset(target.features),
+    )
 
 
 def host_features() -> frozenset[str]:

@@ -20,11 +20,10 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from builder import placement, pypi, repair, steps
-from builder.cputest import CpuTestPlan, interpret, plan_cpu_test, qemu_binary
+from builder.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
 from builder.engines.base import Engine, Mount, RunSpec
 from builder.errors import BuildError, CbuildError, ConfigError, PlacementError, TestFailure
 from builder.imagespec import DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, spec_for
-from builder.levels import host_features
 from builder.recipes import Recipe, load_recipe
 from builder.targets import Target
 
@@ -108,6 +107,19 @@ class WheelRequest:
     force: bool = False
     strict: bool = False
     sdist: Path | None = None  # a local source instead of PyPI's
+
+
+CA_PATH = "/cbuild/ca-bundle.crt"
+
+
+def host_ca_bundle() -> Path | None:
+    """The trust store the host's pip uses, handed to networked steps so that fetching works
+    behind a TLS-inspecting proxy exactly as on the host. CBUILD_CA_BUNDLE overrides."""
+    for var in ("CBUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(var) and Path(os.environ[var]).is_file():
+            return Path(os.environ[var])
+    default = Path("/etc/ssl/certs/ca-certificates.crt")
+    return default if default.is_file() else None
 
 
 def default_cache() -> Path:
@@ -261,6 +273,8 @@ class Pipeline:
         if not requirements:
             return dest
         self._step("", f"fetch {', '.join(Path(r).name for r in requirements)}")
+        ca = host_ca_bundle()
+        ca_mounts = (Mount(ca, CA_PATH),) if ca else ()
         res = self.engine.run(
             RunSpec(
                 image=image,
@@ -268,7 +282,9 @@ class Pipeline:
                 mounts=(
                     Mount(dest, "/cbuild/dl", read_only=False),
                     *(Mount(m, steps.IN_DIR) for m in mounts),
+                    *ca_mounts,
                 ),
+                env={"PIP_CERT": CA_PATH} if ca else {},
                 network=True,
             ),
             log,
@@ -356,7 +372,7 @@ class Pipeline:
     def _test(self, r: TargetResult, image: str, recipe: Recipe, rt_deps: Path, work: Path) -> None:
         t = r.target
         qemu = qemu_binary()
-        plan: CpuTestPlan = plan_cpu_test(t.cpu_level, host_features(), qemu is not None)
+        plan: CpuTestPlan = plan_here(t.cpu_level)
         r.test_how = plan.reason
         if plan.mode == "none":
             r.status = "not-tested"

