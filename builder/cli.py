@@ -23,7 +23,10 @@ app = typer.Typer(
 images_app = typer.Typer(help="Build, list and render the target images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 
-err = Console(stderr=True, highlight=False)
+# Messages are never wrapped (logs and tests read them); tables get room when not on a terminal.
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
+)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 TargetOpt = Annotated[
     list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")
@@ -220,7 +223,7 @@ def _summary(report, explain: bool) -> None:
             f"{secs:.0f} s",
             r.wheel.name if r.wheel else "-",
         )
-    Console(stderr=True).print(table)
+    err.print(table, soft_wrap=False)
     if explain or not report.ok:
         for r in report.results:
             if r.reason:

@@ -41,9 +41,9 @@ def candidate_sockets() -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def connect(timeout: int = 3600) -> docker.DockerClient:
+def connect(sockets: list[str] | None = None, timeout: int = 3600) -> docker.DockerClient:
     tried = []
-    for url in candidate_sockets():
+    for url in sockets if sockets is not None else candidate_sockets():
         path = url.removeprefix("unix://")
         if url.startswith("unix://") and not Path(path).exists():
             tried.append(f"{url} (no such socket)")
