@@ -232,6 +232,10 @@ def _summary(report, explain: bool) -> None:
         print(p)
 
 
+# Command groups kept in modules of their own; each adds its commands to `app`.
+# (one import and one register() call per module, here)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     try:
         app()
