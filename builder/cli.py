@@ -234,6 +234,12 @@ def _summary(report, explain: bool) -> None:
 
 # Command groups kept in modules of their own; each adds its commands to `app`.
 # (one import and one register() call per module, here)
+from builder import cli_inspect  # noqa: E402
+
+cli_inspect.register(app)
+from builder import cli_recipes  # noqa: E402
+
+cli_recipes.register(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry

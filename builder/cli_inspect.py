@@ -1,0 +1,105 @@
+"""`cbuild inspect` and `cbuild place --explain`: read-only commands over wheel files.
+
+Exit status: 0 when every wheel could be read, whatever the findings (they are facts to read,
+and a wheel from PyPI is expected to have some before repair); 2 when any input could not be
+read as a wheel at all (missing, not a zip, unsafe member paths). The other wheels given are
+still reported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from builder import wheelinfo
+from builder.errors import CbuildError
+
+_Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+_Wheels = Annotated[list[Path], typer.Argument(help="Wheel files.", show_default=False)]
+_Stack = Annotated[
+    str | None,
+    typer.Option(help="Stack whose rules apply (default: the manifest's, or gentoo2023)."),
+]
+
+
+def _error(exc: CbuildError) -> None:
+    # Imported here: builder.cli imports this module while it is being set up.
+    from builder.cli import err
+
+    err.print(f"[bold red]error:[/] {exc.message}")
+    if exc.fix:
+        err.print(f"  [bold]fix:[/] {exc.fix}")
+
+
+def _failed(path: Path, exc: CbuildError) -> dict[str, Any]:
+    return {"path": str(path), "error": exc.message, "fix": exc.fix}
+
+
+def inspect_cmd(
+    wheels: _Wheels,
+    json_out: _Json = False,
+    stack: _Stack = None,
+) -> None:
+    """Tags, label, requirements, ELF facts and the x86 instruction levels each wheel's code
+    contains (a static scan: what the code contains, not what it requires)."""
+    rows: list[dict[str, Any]] = []
+    code = 0
+    for i, path in enumerate(wheels):
+        try:
+            report = wheelinfo.inspect_wheel(path, stack or wheelinfo.DEFAULT_STACK)
+        except CbuildError as exc:
+            code = max(code, exc.exit_code)
+            _error(exc)
+            rows.append(_failed(path, exc))
+            continue
+        rows.append(report.as_dict())
+        if not json_out:
+            print(("\n" if i else "") + report.text())
+    if json_out:
+        print(json.dumps(rows, indent=2))
+    raise typer.Exit(code)
+
+
+def place_cmd(
+    wheels: _Wheels,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Say which folder each wheel belongs in, and why.")
+    ] = False,
+    wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
+    stack: _Stack = None,
+    json_out: _Json = False,
+) -> None:
+    """Which wheelhouse folder each wheel belongs in and why (--explain; nothing is copied:
+    `cbuild wheel` places the wheels it builds)."""
+    if not explain:
+        _error(
+            CbuildError(
+                "only `cbuild place --explain` exists; it changes nothing",
+                fix="add --explain; `cbuild wheel` builds and places wheels",
+            )
+        )
+        raise typer.Exit(2)
+    rows: list[dict[str, Any]] = []
+    code = 0
+    for path in wheels:
+        try:
+            result = wheelinfo.explain_placement(path, wheelhouse, stack)
+        except CbuildError as exc:
+            code = max(code, exc.exit_code)
+            _error(exc)
+            rows.append(_failed(path, exc))
+            continue
+        rows.append(result.as_dict())
+        if not json_out:
+            print(result.text())
+    if json_out:
+        print(json.dumps(rows, indent=2))
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_cmd)
+    app.command("place")(place_cmd)
