@@ -259,9 +259,6 @@ def wheel_edit_cmd(
         except CbuildError as exc:
             failed += 1
             r = {"wheel": str(w), "error": exc.message, "fix": exc.fix}
-        except (OSError, ValueError) as exc:  # unreadable or not a zip
-            failed += 1
-            r = {"wheel": str(w), "error": f"{w}: {exc}", "fix": None}
         results.append(r)
         if json_out:
             continue
