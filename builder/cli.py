@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -168,6 +169,12 @@ def wheel_cmd(
     strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
     explain: Annotated[bool, typer.Option(help="Say why each wheel went where it went.")] = False,
     sdist: Annotated[Path | None, typer.Option(help="Build this local sdist, not PyPI's.")] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Targets at once (default: the cores).")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option(help="Build even when a run with the same inputs is recorded.")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Build, test and export PACKAGE VERSION for the chosen targets."""
@@ -185,6 +192,8 @@ def wheel_cmd(
             force,
             strict,
             sdist,
+            jobs=max(1, jobs if jobs is not None else min(os.cpu_count() or 1, len(ts))),
+            rebuild=rebuild,
         )
         report = Pipeline(_engine(), _progress).run(req)
     except CbuildError as exc:

@@ -7,11 +7,13 @@ pure functions in their own modules.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +57,13 @@ class TargetResult:
     placed: str | None = None
     reason: str = ""
     source_date_epoch: int = 0
+
+    def adopt(self, built: TargetResult) -> None:
+        """Take another target's pure wheel: built once, tested on every target."""
+        self.wheel, self.sha256, self.is_pure = built.wheel, built.sha256, built.is_pure
+        self.content_digest, self.build_log = built.content_digest, built.build_log
+        self.source_date_epoch, self.status = built.source_date_epoch, "built"
+        self.reason = f"pure wheel: built once on {built.target.id}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,9 +116,12 @@ class WheelRequest:
     force: bool = False
     strict: bool = False
     sdist: Path | None = None  # a local source instead of PyPI's
+    jobs: int = 1  # targets built and tested at once
+    rebuild: bool = False  # ignore a recorded run with the same build keys
 
 
 CA_PATH = "/cbuild/ca-bundle.crt"
+STORE_PATH = "/cbuild/store"
 
 
 def host_ca_bundle() -> Path | None:
@@ -120,6 +132,106 @@ def host_ca_bundle() -> Path | None:
             return Path(os.environ[var])
     default = Path("/etc/ssl/certs/ca-certificates.crt")
     return default if default.is_file() else None
+
+
+_NATIVE_SUFFIXES = (
+    ".c",
+    ".cc",
+    ".cpp",
+    ".cxx",
+    ".h",
+    ".hpp",
+    ".f",
+    ".f90",
+    ".pyx",
+    ".rs",
+    ".cu",
+    ".go",
+)
+_NATIVE_FILES = ("CMakeLists.txt", "meson.build", "Cargo.toml")
+
+
+def has_native_sources(sdist: Path) -> bool:
+    """Whether the sdist holds anything a compiler reads; without any, the wheel is the same
+    for every target and is built once."""
+    import tarfile
+    import zipfile
+
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as zf:
+            names = zf.namelist()
+    else:
+        with tarfile.open(sdist) as tf:
+            names = tf.getnames()
+    return any(
+        n.lower().endswith(_NATIVE_SUFFIXES) or n.rsplit("/", 1)[-1] in _NATIVE_FILES for n in names
+    )
+
+
+def build_key(recipe: Recipe, lock: list[pypi.LockEntry], target: Target) -> str:
+    """The hash of everything that decides a build's bits: the recipe as resolved, the pinned
+    inputs, the image definition, the target and its flags, and the step scripts' version."""
+    payload = {
+        "recipe": _plain({k: v for k, v in asdict(recipe).items() if k != "path"}),
+        "inputs": sorted(
+            (e.kind, e.filename, e.sha256) for e in lock if e.kind in ("sdist", "build")
+        ),
+        "image": spec_for(target).hash,
+        "target": target.as_dict(),
+        "steps": steps.STEPS_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready, keys as strings, order fixed: a stable hash input from any dataclass tree."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_plain(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+
+
+def run_key(keys: dict[str, str], wheelhouse: Path) -> str:
+    text = json.dumps([sorted(keys.items()), str(wheelhouse)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _record_run(
+    req: WheelRequest, keys: dict[str, str], lock: list[pypi.LockEntry], report: RunReport
+) -> None:
+    """What the next run needs to say "up to date" without a container or the network."""
+    name = f"{canonicalize_name(req.package)}-{req.version}.json"
+    pinned = pypi.Lock(tuple(e for e in lock if e.kind in ("sdist", "build")))
+    _write_atomic(req.cache / "locks" / name, pinned.to_json())
+    record = {
+        "package": report.package,
+        "version": report.version,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "lock": report.lock,
+        "placed": {str(p.relative_to(req.wheelhouse)): pypi.sha256_of(p) for p in report.placed},
+        "targets": {
+            r.target.id: {
+                "sha256": r.sha256,
+                "placed": r.placed,
+                "tested": r.test_how,
+                "status": r.status,
+            }
+            for r in report.results
+        },
+    }
+    _write_atomic(
+        req.cache / "runs" / f"{run_key(keys, req.wheelhouse)}.json",
+        json.dumps(record, indent=2) + "\n",
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def default_cache() -> Path:
@@ -150,6 +262,8 @@ class Pipeline:
     def run(self, req: WheelRequest) -> RunReport:
         check_wheelhouse_writable(req.wheelhouse)
         recipe = load_recipe(req.package, req.version, req.recipes_dir)
+        if not req.rebuild and (done := self._up_to_date(req, recipe)):
+            return done
         release, sdist = self._source(req)
         facts = pypi.sdist_facts(sdist)
         work = req.cache / "work" / f"{release.name}-{release.version}"
@@ -176,11 +290,12 @@ class Pipeline:
         first = images[req.targets[0].id]
         build_requires = [*facts.build_requires, *recipe.build_requires]
         build_deps = self._fetch(
-            first, build_requires, work / "deps-build", work / "logs" / "fetch.log"
+            first, build_requires, work / "deps-build", req.cache, work / "logs" / "fetch.log"
         )
         lock += pypi.lock_entries_from_dir(build_deps, "build")
+        keys = {t.id: build_key(recipe, lock, t) for t in req.targets}
 
-        for r in results:
+        def build(r: TargetResult) -> None:
             self._build(
                 r,
                 images[r.target.id],
@@ -190,8 +305,20 @@ class Pipeline:
                 build_requires,
                 build_deps,
                 work,
-                release.name,
+                req.jobs,
             )
+
+        # A source with no native code builds once; every target then tests that one wheel.
+        pure_source = not has_native_sources(sdist)
+        if pure_source and len(results) > 1:
+            build(results[0])
+            if results[0].is_pure:
+                for r in results[1:]:
+                    r.adopt(results[0])
+            else:
+                self._parallel(build, results[1:], req.jobs)
+        else:
+            self._parallel(build, results, req.jobs)
 
         built = [r for r in results if r.wheel]
         rt_deps = work / "deps-runtime"
@@ -200,6 +327,7 @@ class Pipeline:
                 first,
                 [f"{steps.IN_DIR}/{built[0].wheel.name}", *recipe.test_requires],
                 rt_deps,
+                req.cache,
                 work / "logs" / "fetch.log",
                 mounts=[built[0].wheel.parent],
             )
@@ -210,8 +338,9 @@ class Pipeline:
             lock += pypi.lock_entries_from_dir(rt_deps, "runtime")
         (work / "lock.json").write_text(pypi.Lock(tuple(lock)).to_json())
 
-        for r in built:
-            self._test(r, images[r.target.id], recipe, rt_deps, work)
+        self._parallel(
+            lambda r: self._test(r, images[r.target.id], recipe, rt_deps, work), built, req.jobs
+        )
 
         report = RunReport(
             release.name, release.version, results, [asdict(e) for e in lock], [], work, ok=False
@@ -233,7 +362,71 @@ class Pipeline:
             return report
         report.placed = self._place(req, results, release, lock, images)
         report.ok = True
+        _record_run(req, keys, lock, report)
         return report
+
+    def _parallel(
+        self, fn: Callable[[TargetResult], None], items: list[TargetResult], jobs: int = 1
+    ) -> None:
+        """Run fn over the targets, `jobs` at a time; each writes its own log. Ctrl-C or an
+        error in one stops the rest; every container is removed by the engine's run()."""
+        if jobs <= 1 or len(items) <= 1:
+            for r in items:
+                fn(r)
+            return
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cbuild") as pool:
+            futures = [pool.submit(fn, r) for r in items]
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _up_to_date(self, req: WheelRequest, recipe: Recipe) -> RunReport | None:
+        """No container, no network: the lock of the last run pins the inputs; when every
+        target's build key has a recorded run whose placed wheels are all still in the
+        wheelhouse, bit for bit, there is nothing to do."""
+        lock_file = req.cache / "locks" / f"{canonicalize_name(req.package)}-{req.version}.json"
+        if not lock_file.is_file():
+            return None
+        lock = [
+            e
+            for e in pypi.Lock.from_json(lock_file.read_text()).entries
+            if e.kind in ("sdist", "build")
+        ]
+        keys = {t.id: build_key(recipe, lock, t) for t in req.targets}
+        record = req.cache / "runs" / f"{run_key(keys, req.wheelhouse)}.json"
+        if not record.is_file():
+            return None
+        data = json.loads(record.read_text())
+        for rel, sha in data["placed"].items():
+            path = req.wheelhouse / rel
+            if not path.is_file() or pypi.sha256_of(path) != sha:
+                return None
+        results = []
+        for t in req.targets:
+            row = data["targets"][t.id]
+            r = TargetResult(
+                t,
+                status="up to date",
+                sha256=row["sha256"],
+                placed=row["placed"],
+                test_how=row["tested"],
+                reason=f"build key {keys[t.id][:16]} "
+                f"unchanged since {data['when']}; --rebuild forces a build",
+            )
+            results.append(r)
+        return RunReport(
+            data["package"],
+            data["version"],
+            results,
+            data["lock"],
+            [req.wheelhouse / p for p in data["placed"]],
+            req.cache,
+            ok=True,
+        )
 
     def _source(self, req: WheelRequest) -> tuple[pypi.Release, Path]:
         if req.sdist is None:
@@ -267,9 +460,19 @@ class Pipeline:
 
     # --- steps ----------------------------------------------------------------------------------
     def _fetch(
-        self, image: str, requirements: list[str], dest: Path, log: Path, mounts: list[Path] = ()
+        self,
+        image: str,
+        requirements: list[str],
+        dest: Path,
+        cache: Path,
+        log: Path,
+        mounts: list[Path] = (),
     ) -> Path:
+        """Wheels for the image's Python, network on. Files fetched before come from the
+        cache's wheel store (shared by targets and runs) instead of the network."""
         dest.mkdir(parents=True, exist_ok=True)
+        store = cache / "wheels"
+        store.mkdir(parents=True, exist_ok=True)
         if not requirements:
             return dest
         self._step("", f"fetch {', '.join(Path(r).name for r in requirements)}")
@@ -278,9 +481,16 @@ class Pipeline:
         res = self.engine.run(
             RunSpec(
                 image=image,
-                command=["sh", "-c", steps.fetch_wheels_script(requirements, "/cbuild/dl")],
+                command=[
+                    "sh",
+                    "-c",
+                    steps.fetch_wheels_script(
+                        requirements, "/cbuild/dl", ["--find-links", STORE_PATH]
+                    ),
+                ],
                 mounts=(
                     Mount(dest, "/cbuild/dl", read_only=False),
+                    Mount(store, STORE_PATH),
                     *(Mount(m, steps.IN_DIR) for m in mounts),
                     *ca_mounts,
                 ),
@@ -296,6 +506,10 @@ class Pipeline:
                 fix="check the names and versions; a dependency that has no wheel "
                 "must be built first (add it to the wheelhouse)",
             )
+        for p in dest.glob("*.whl"):
+            if not (store / p.name).exists():
+                shutil.copyfile(p, store / f".{p.name}.tmp")
+                (store / f".{p.name}.tmp").replace(store / p.name)
         return dest
 
     def _build(
@@ -308,7 +522,7 @@ class Pipeline:
         build_requires: list[str],
         deps: Path,
         work: Path,
-        name: str,
+        jobs: int,
     ) -> None:
         t = r.target
         tid = t.id
@@ -322,7 +536,11 @@ class Pipeline:
             **{k: f"{flags[k]} {prefix_map}" for k in ("CFLAGS", "CXXFLAGS", "FFLAGS")},
             "SOURCE_DATE_EPOCH": str(facts.source_date_epoch),
             "PYTHONHASHSEED": "0",
-            "MAX_JOBS": str(os.cpu_count() or 1),
+            # Each of the `jobs` concurrent builds gets a fair share of the cores.
+            **dict.fromkeys(
+                ("MAX_JOBS", "CMAKE_BUILD_PARALLEL_LEVEL", "NPY_NUM_BUILD_JOBS"),
+                str(max(1, (os.cpu_count() or 1) // max(1, jobs))),
+            ),
             **recipe.env,
         }
         self._step(tid, "build (network off)")

@@ -15,8 +15,10 @@ IN_DIR = "/cbuild/in"  # read-only inputs: sdist, wheels under test
 RT_DEPS_DIR = "/cbuild/rtdeps"
 SHIM_DIR = "/cbuild/shim"
 STEP_MARK = "::cbuild-step::"  # printed before each test step so a failure can be named
+STEPS_VERSION = 3  # part of every build key: bump when a script changes what it builds
 
 
+_PY_CFLAGS = "import sysconfig; print(sysconfig.get_config_var('CFLAGS') or '')"
 _UNPACK = "import shutil, sys; shutil.unpack_archive(sys.argv[1], sys.argv[2])"
 
 
@@ -48,8 +50,11 @@ def build_script(
             f"{BUILD_ENV}/bin/python -c {shlex.quote(_UNPACK)} {IN_DIR}/{shlex.quote(sdist_name)}"
             f" {SRC_DIR}",
             f"cd {shlex.quote(src)}",
+            # setuptools >= 72 lets $CFLAGS replace Python's own (-DNDEBUG -fwrapv -g ...)
+            # where older ones appended to them: keep Python's first, the target's after.
+            f'export CFLAGS="$({BUILD_ENV}/bin/python -c {shlex.quote(_PY_CFLAGS)}) $CFLAGS"',
             f"{_pip(BUILD_ENV)} wheel --no-index --find-links {DEPS_DIR} --no-deps"
-            f" --no-build-isolation -w {OUT_DIR} {_q(pip_args)} .",
+            f" --no-build-isolation -v -w {OUT_DIR} {_q(pip_args)} .",
             "",
         ]
     )
