@@ -172,7 +172,15 @@ def build_key(recipe: Recipe, lock: list[pypi.LockEntry], target: Target) -> str
     """The hash of everything that decides a build's bits: the recipe as resolved, the pinned
     inputs, the image definition, the target and its flags, and the step scripts' version."""
     payload = {
-        "recipe": _plain({k: v for k, v in asdict(recipe).items() if k != "path"}),
+        # Where the recipe and its patches lie does not change the bits; what they say does.
+        "recipe": _plain(
+            {
+                k: v
+                for k, v in asdict(recipe).items()
+                if k not in ("path", "patches_dir") and not k.startswith("_")
+            }
+        ),
+        "patches": [pypi.sha256_of(p) for p in recipe.patch_files if p.is_file()],
         "inputs": sorted(
             (e.kind, e.filename, e.sha256) for e in lock if e.kind in ("sdist", "build")
         ),
@@ -571,7 +579,7 @@ class Pipeline:
                     "add what it needs to the recipe's [build] requires"
                 )
             r.reason = f"exit {res.exit_code}{hint}; log: {r.build_log}"
-            r.test_detail = _tail(res.output, 12)
+            r.test_detail = steps.failure_excerpt(res.output)
             return
         self._step(tid, "repair")
         fixed = repair.repair_wheel(

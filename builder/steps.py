@@ -101,3 +101,12 @@ def failed_step(output: str) -> str:
     """The last step marker before a failure: what was running when it failed."""
     steps = [ln.split(STEP_MARK, 1)[1].strip() for ln in output.splitlines() if STEP_MARK in ln]
     return steps[-1] if steps else "start"
+
+
+def failure_excerpt(output: str, errors: int = 8, tail: int = 6) -> str:
+    """What a person needs from a failed build's log: the compiler's own error lines (pip's
+    verbose output buries them) and the last lines."""
+    lines = output.rstrip().splitlines()
+    found = [ln for ln in lines if "error:" in ln or "Error:" in ln][:errors]
+    last = [ln for ln in lines[-tail:] if ln not in found]
+    return "\n".join("    " + ln.strip() for ln in [*found, *last])

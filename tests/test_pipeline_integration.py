@@ -72,7 +72,7 @@ def all_targets_run(engine, cache, tmp_path_factory) -> tuple[RunReport, Path]:
     from tests.conftest import make_sdist
 
     tmp = tmp_path_factory.mktemp("all")
-    report = run(engine, make_sdist(tmp / "sdist"), tmp, cache)
+    report = run(engine, make_sdist(tmp / "sdist"), tmp, cache, jobs=2)
     return report, tmp / "wheelhouse"
 
 
@@ -139,6 +139,60 @@ def test_rebuild_is_bit_identical_from_another_folder(engine, all_targets_run, t
     before = {r.target.id: r.sha256 for r in first.results}
     for r in again.results:
         assert r.sha256 == before[r.target.id], r.target.id
+
+
+def test_unchanged_inputs_rerun_without_any_container(all_targets_run, cache, tmp_path) -> None:
+    """The second run of the same inputs into the same wheelhouse: "up to date", and the
+    engine is not touched at all (a guard in its place fails on any call)."""
+    from tests.conftest import make_sdist
+
+    class NoEngine:
+        def __getattr__(self, name: str):
+            raise AssertionError(f"the engine was used ({name}) on a no-op rerun")
+
+    first, wh = all_targets_run
+    again = run(NoEngine(), make_sdist(tmp_path / "s"), tmp_path, cache, wheelhouse=wh)
+    assert again.ok
+    assert {r.status for r in again.results} == {"up to date"}
+    assert {r.target.id: r.sha256 for r in again.results} == {
+        r.target.id: r.sha256 for r in first.results
+    }
+
+
+def test_pure_source_is_built_once_and_tested_everywhere(engine, cache, tmp_path) -> None:
+    import io
+    import tarfile
+
+    files = {
+        "purepkg-1.0/pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\n'
+        'build-backend = "setuptools.build_meta"\n[project]\nname = "purepkg"\n'
+        'version = "1.0"\n',
+        "purepkg-1.0/purepkg/__init__.py": "def answer():\n    return 42\n",
+    }
+    sdist = tmp_path / "purepkg-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(text), 1_700_000_000
+            tar.addfile(info, io.BytesIO(text.encode()))
+    req = WheelRequest(
+        "purepkg",
+        "1.0",
+        tuple(all_targets()),
+        tmp_path / "wh",
+        cache,
+        tmp_path,
+        sdist=sdist,
+        jobs=2,
+    )
+    report = Pipeline(engine, lambda t, m: None).run(req)
+    assert report.ok, report.error
+    assert [r.status for r in report.results][:2] == ["tested", "tested"]
+    built_on = {r.build_log for r in report.results}
+    assert len(built_on) == 1  # one build, one log
+    assert report.results[1].seconds.get("build") is None  # adopted, not built again
+    name = "purepkg-1.0+computecanada-py3-none-any.whl"
+    assert listing(tmp_path / "wh") == ["generic", f"generic/{name}", f"generic/{name}.json"]
 
 
 def test_existing_wheel_is_refused_and_kept(engine, all_targets_run, cache, tmp_path) -> None:

@@ -34,3 +34,13 @@ def test_failed_step_names_the_last_marker() -> None:
     out = f"{STEP_MARK} install\nok\n{STEP_MARK} import Bio\nTraceback\n"
     assert failed_step(out) == "import Bio"
     assert failed_step("nothing") == "start"
+
+
+def test_failure_excerpt_keeps_compiler_errors_and_tail() -> None:
+    from builder.steps import failure_excerpt
+
+    log = "\n".join(["noise"] * 50 + ["src/k.c:3:1: error: expected ';'"] + ["pip"] * 50 + ["end"])
+    text = failure_excerpt(log)
+    assert "src/k.c:3:1: error: expected ';'" in text
+    assert text.rstrip().endswith("end")
+    assert "noise" not in text
