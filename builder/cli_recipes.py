@@ -195,7 +195,7 @@ def import_legacy_cmd(
             state = "whole" if r.whole else f"partly ({len(r.skipped)} left)"
             print(f"{r.config} -> {r.recipe or '(not written)'}: converted {state}")
             for s in r.skipped:
-                print(f"    line {s.line}: {s.text}")
+                print(f"    {f'line {s.line}' if s.line else 'file'}: {s.text}")
                 print(f"        not converted: {s.reason}")
             for e in r.errors:
                 _error(e, None)

@@ -1187,7 +1187,7 @@ def to_toml(data: dict[str, Any], comments: dict[str, list[str]] | None = None) 
                 return flat
             return "[\n" + "".join(f"    {x},\n" for x in items) + "]"
         if isinstance(v, dict):
-            return "{ " + ", ".join(f"{_quote(k)} = {value(x)}" for k, x in v.items()) + " }"
+            return "{ " + ", ".join(f"{_key(k)} = {value(x)}" for k, x in v.items()) + " }"
         raise TypeError(f"cannot write {type(v).__name__} to a recipe")
 
     def table(path: tuple[str, ...], content: dict[str, Any]) -> None:
@@ -1196,7 +1196,7 @@ def to_toml(data: dict[str, Any], comments: dict[str, list[str]] | None = None) 
         if scalars or header in comments:
             out.extend(["", *(f"# {c}" for c in comments.get(header, []))])
             out.append(f"[{header}]")
-            out.extend(f"{_quote(k)} = {value(v)}" for k, v in scalars.items())
+            out.extend(f"{_key(k)} = {value(v)}" for k, v in scalars.items())
         for k, v in content.items():
             if _is_table(k, v, path):
                 table((*path, k), v)
@@ -1204,6 +1204,11 @@ def to_toml(data: dict[str, Any], comments: dict[str, list[str]] | None = None) 
     for k, v in data.items():
         table((k,), v)
     return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _key(key: str) -> str:
+    # Bare keys may start with "-", but "--build-option" reads better quoted.
+    return key if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]*", key) else json.dumps(key)
 
 
 def _is_table(key: str, value: Any, path: tuple[str, ...]) -> bool:

@@ -1,0 +1,275 @@
+"""builder.legacy: legacy shell configs -> recipes. Each legacy variable converts to its field;
+conditions on the stack year and the version become override tables; what cannot convert is
+listed with its line and reason. The sample configs are in tests/fixtures/legacy/config/."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from builder.errors import ConfigError
+from builder.legacy import LEGACY_VARIABLES, convert, import_configs, package_of
+from builder.recipes import check_recipe, read_recipe, to_toml
+from builder.targets import resolve
+
+REPO = Path(__file__).resolve().parent.parent
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+CONFIGS = sorted((LEGACY / "config").glob("*.sh"))
+
+
+def conv(tmp_path: Path, text: str, name: str = "pkg") -> tuple[dict, list[tuple[int, str]]]:
+    """Convert `text` as config/<name>.sh; (recipe data, [(line, reason)] not converted)."""
+    (tmp_path / "config").mkdir(exist_ok=True)
+    path = tmp_path / "config" / f"{name}.sh"
+    path.write_text(text)
+    data, c = convert(path, LEGACY / "patches")
+    return data, [(s.line, s.reason) for s in c.skipped]
+
+
+def test_the_samples_set_every_legacy_variable() -> None:
+    text = "\n".join(p.read_text() for p in CONFIGS)
+    unset = [v for v in LEGACY_VARIABLES if not re.search(rf"^\s*(export )?{v}=", text, re.M)]
+    assert unset == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('PYTHON_DEPS="numpy>=1.21 cython<3"', {"build": {"requires": ["numpy>=1.21", "cython<3"]},
+                                               "test": {"requires": ["numpy>=1.21", "cython<3"]}}),
+        ('MODULE_BUILD_DEPS="gcc fftw/3.3.10"', {"system": {"modules": ["gcc", "fftw/3.3.10"]}}),
+        ("MODULE_RUNTIME_DEPS=openmpi", {"system": {"runtime_modules": ["openmpi"]}}),
+        ('PACKAGE_DOWNLOAD_ARGUMENT="PyPrismatic==$VERSION"',
+         {"source": {"pypi_name": "PyPrismatic"}}),
+        ('PACKAGE_DOWNLOAD_NAME="Pkg-$VERSION.zip"', {"source": {"filename": "Pkg-{version}.zip"}}),
+        ('PACKAGE_DOWNLOAD_METHOD="pip download"', {}),
+        ('PACKAGE_FOLDER_NAME="Pkg-${VERSION}"', {"source": {"folder": "Pkg-{version}"}}),
+        ('PATCHES="isafixture-note.patch"', {"build": {"patches": ["isafixture-note.patch"]}}),
+        ("PRE_BUILD_COMMANDS='export A=1; export B=\"x y\"; sed -i s/a/b/ setup.py; export C=$D'",
+         {"build": {"env": {"A": "1", "B": "x y"},
+                    "pre_build": ["sed -i s/a/b/ setup.py\nexport C=$D"]}}),
+        ('BDIST_WHEEL_ARGS="--enable-gpu --jobs=2"',
+         {"build": {"config_settings": {"--build-option": ["--enable-gpu", "--jobs=2"]}}}),
+        ("PIP_WHEEL_ARGS='-C setup-args=-Da=1 --config-settings=builddir=b'",
+         {"build": {"config_settings": {"setup-args": "-Da=1", "builddir": "b"}}}),
+        ('POST_BUILD_COMMANDS="auditwheel show \\$WHEEL_NAME"',
+         {"build": {"post_build": ["auditwheel show $WHEEL"]}}),
+        ("UPDATE_REQUIREMENTS=\"'torch (~=2.7.0)' numpy->numpy-lite\"",
+         {"wheel": {"update_requires": ["torch (~=2.7.0)", "numpy->numpy-lite"]}}),
+        ('RPATH_TO_ADD="/opt/a/lib:/opt/b/lib"',
+         {"wheel": {"rpath": ["/opt/a/lib", "/opt/b/lib"]}}),
+        ("RPATH_ADD_ORIGIN=1", {"wheel": {"rpath_origin": True}}),
+        ('PYTHON_IMPORT_NAME="Bio"', {"package": {"import_names": ["Bio"]}}),
+        ('PYTHON_IMPORT_NAME=""', {"package": {"import_names": []}}),
+        ('PYTHON_TESTS="Bio.test()"', {"test": {"python": ["Bio.test()"]}}),
+        ("TEST_COMMAND='pytest --pyargs pkg'",
+         {"test": {"commands": ["pytest --pyargs pkg"]}, "package": {"import_names": []}}),
+        ('PRE_TEST_COMMANDS="ulimit -s 8192"', {"test": {"pre_commands": ["ulimit -s 8192"]}}),
+        ('PACKAGE_SUFFIX="-gpu"', {"wheel": {"suffix": "-gpu"}}),
+        ('PYTHON_VERSIONS="python/3.11 python/3.12"', {"package": {"pythons": ">=3.11,<3.13"}}),
+        ("PATCH_WHEEL_COMMANDS='manipulate_wheels.py --inplace -w $ARCHNAME -r torch "
+         "-a \"torch-cpu\"'",
+         {"wheel": {"remove_requires": ["torch"], "add_requires": ["torch-cpu"]}}),
+        ('PACKAGE_DOWNLOAD_METHOD="Git"\nPACKAGE_DOWNLOAD_ARGUMENT="https://github.com/a/pkg"\n'
+         'PACKAGE_DOWNLOAD_CMD="git clone --depth 1 $PACKAGE_DOWNLOAD_ARGUMENT --branch '
+         'v${VERSION:?version required} $PACKAGE_FOLDER_NAME"\n'
+         'POST_DOWNLOAD_COMMANDS="tar -zcf ${PACKAGE}-${VERSION}.tar.gz $PACKAGE_FOLDER_NAME"',
+         {"source": {"git": "https://github.com/a/pkg", "rev": "v{version}"}}),
+        ("export OMP_NUM_THREADS=1", {"build": {"env": {"OMP_NUM_THREADS": "1"}}}),
+    ],
+)  # fmt: skip
+def test_each_variable_converts_to_its_field(tmp_path: Path, text: str, expected: dict) -> None:
+    data, skipped = conv(tmp_path, text)
+    assert skipped == []
+    assert {k: v for k, v in data.items() if k != "package"} | (
+        {"package": {k: v for k, v in data["package"].items() if k != "name"}}
+        if len(data["package"]) > 1
+        else {}
+    ) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("PRE_DOWNLOAD_COMMANDS='module load x'", "runs on the build node before the download"),
+        ('POST_DOWNLOAD_COMMANDS="rm -rf docs"', "shell on the downloaded archive"),
+        ("PACKAGE_DOWNLOAD_CMD='curl -O x'", "a download command cbuild does not run"),
+        ('PACKAGE_DOWNLOAD_ARGUMENT="https://x.org/pkg-$VERSION.tgz"', "needs its sha256"),
+        ('PATCH_WHEEL_COMMANDS="unzip $ARCHNAME; zip $ARCHNAME x"', "shell on the wheel archive"),
+        ('PATCHES="missing.patch"', "patch file missing.patch not found"),
+        ('PYTHON_DEPS="torch${TORCH_VERSION:+==$TORCH_VERSION}"', "is shell logic"),
+        ('PYTHON_DEPS="numpy==$NUMPY_VERSION"', "uses $NUMPY_VERSION, which only the legacy"),
+        ("PYTHON_DEPS=$(cat deps.txt)", "command substitution"),
+        ('PYTHON_DEPS="numpy>="', "'numpy>=' is not a requirement"),
+        ("PIP_WHEEL_ARGS='--no-use-pep517'", "pip option '--no-use-pep517' has no recipe field"),
+        ('PYTHON_VERSIONS="python/2.7 pypy"', "not a list of python/3.X modules"),
+        ("exit 1", "`exit` ends the legacy build script"),
+        ("source $SCRIPT_DIR/config/common.sh", "calls another script"),
+        ("$SCRIPT_DIR/helper.sh --x", "calls another script"),
+        ("for f in a b; do\n  sed -i s/a/b/ $f\ndone", "shell control flow (for)"),
+        ("patch_it() {\n  true\n}", "shell control flow"),
+        ("rm -rf build", "arbitrary shell at the top level"),
+        ("make || true", "shell logic (| or ||)"),
+        ("FOO=bar", "not a variable build_wheel.sh reads"),
+        ('PYTHON_TESTS="x.run()"\nTEST_COMMAND="pytest"', "never ran: TEST_COMMAND replaces"),
+    ],
+)
+def test_what_does_not_convert_is_listed_with_a_reason(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    _, skipped = conv(tmp_path, text)
+    assert len(skipped) == 1, skipped
+    assert skipped[0][0] == 1 and reason in skipped[0][1]
+
+
+def test_stack_year_conditions_become_target_overrides(tmp_path: Path) -> None:
+    data, skipped = conv(
+        tmp_path,
+        'PYTHON_DEPS="numpy"\n'
+        "if [[ $EBVERSIONGENTOO == 2023 ]]; then\n"
+        '    PYTHON_DEPS="$PYTHON_DEPS setuptools<70"\n'
+        'elif [[ "${EBVERSIONGENTOO}" == "2026" ]]\nthen\n'
+        '    MODULE_BUILD_DEPS="cython/3"\n'
+        "else\n"
+        '    PACKAGE_SUFFIX="-old"\n'
+        "fi\n"
+        "if [ $EBVERSIONGENTOO != 2020 ]; then RPATH_ADD_ORIGIN=1; fi\n",
+    )
+    assert skipped == []
+    targets = data["targets"]
+    # The earlier value comes first, as `$PYTHON_DEPS x` appends in the shell.
+    assert targets["gentoo2023-*"]["build"]["requires"] == ["numpy", "setuptools<70"]
+    assert targets["gentoo2026-*"]["system"]["modules"] == ["cython/3"]  # implied: not 2023
+    assert targets["!gentoo2023-*"]["targets"]["!gentoo2026-*"]["wheel"]["suffix"] == "-old"
+    assert targets["!gentoo2020-*"]["wheel"]["rpath_origin"] is True
+
+
+def test_version_conditions_become_version_overrides_and_nest(tmp_path: Path) -> None:
+    text = (
+        'if [[ "$VERSION" == "1.2.2" ]]; then\n'
+        '  MODULE_RUNTIME_DEPS="scipy-stack/2020b"\n'
+        "elif [[ $VERSION == 1.3.* ]]; then\n"
+        "  if [[ $EBVERSIONGENTOO == 2023 ]]; then\n"
+        '    PYTHON_DEPS="numpy<2"\n'
+        "  fi\n"
+        "else\n"
+        '  PYTHON_IMPORT_NAME="new"\n'
+        "fi\n"
+    )
+    data, skipped = conv(tmp_path, text)
+    assert skipped == []
+    versions = data["versions"]
+    assert versions["==1.2.2"]["system"]["runtime_modules"] == ["scipy-stack/2020b"]
+    assert versions["!=1.2.2,==1.3.*"]["targets"]["gentoo2023-*"]["build"]["requires"] == [
+        "numpy<2"
+    ]
+    assert versions["!=1.2.2,!=1.3.*"]["package"]["import_names"] == ["new"]
+    # And the recipe means what the shell meant.
+    (tmp_path / "pkg.toml").write_text(to_toml(data))
+    (v3,) = resolve(["gentoo2023-x86-64-v3"])
+    assert read_recipe(tmp_path / "pkg.toml", "1.2.2").runtime_modules == ("scipy-stack/2020b",)
+    assert read_recipe(tmp_path / "pkg.toml", "1.3.4").for_target(v3).build_requires == ("numpy<2",)
+    assert read_recipe(tmp_path / "pkg.toml", "1.3.4").build_requires == ()
+    assert read_recipe(tmp_path / "pkg.toml", "2.0").import_names == ("new",)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        '[[ -n "$VERSION" ]]',
+        "[[ $RSNT_ARCH == avx512 ]]",
+        "[[ $VERSION =~ 1.1.* ]]",
+        "[[ $VERSION == 1.2* ]]",
+        "[[ $EBVERSIONGENTOO == 2023 && $VERSION == 1.0 ]]",
+        "[[ $EBVERSIONGENTOO == 2023 ]] && [[ $VERSION == 1.0 ]]",
+        "[[ $EBVERSIONGENTOO -ge 2023 ]]",
+    ],
+)
+def test_other_conditions_skip_their_branches(tmp_path: Path, condition: str) -> None:
+    data, skipped = conv(
+        tmp_path, f'if {condition}; then\n  PYTHON_DEPS="x"\nelse\n  PYTHON_DEPS="y"\nfi\n'
+    )
+    assert [line for line, _ in skipped] == [1, 2, 3, 4]
+    assert "the branch is not converted" in skipped[0][1]
+    assert "build" not in data and "targets" not in data and "versions" not in data
+
+
+def test_package_name_and_version_from_the_file_name() -> None:
+    assert package_of(Path("config/Cartopy-0.20.2.sh")) == ("Cartopy", "0.20.2")
+    assert package_of(Path("config/PyPrismatic-gpu.sh")) == ("PyPrismatic-gpu", None)
+    assert package_of(Path("config/pyFFTW.sh")) == ("pyFFTW", None)
+
+
+WHOLE = {"Cartopy.sh", "PyPrismatic-gpu.sh", "dgl.sh", "isafixture.sh", "numpy.sh", "pyFFTW.sh"}
+
+
+def test_import_the_samples(tmp_path: Path) -> None:
+    results = import_configs(CONFIGS, tmp_path / "recipes")
+    by = {r.config.name: r for r in results}
+    assert {n for n, r in by.items() if r.whole} == WHOLE  # 6 of the 11 samples
+    assert all(r.errors == [] for r in results)  # every written recipe checks clean
+    for r in results:
+        assert check_recipe(r.recipe) == []
+    assert sorted(p.name for p in (tmp_path / "recipes").glob("*.toml")) == [
+        "cartopy.toml", "dgl.toml", "isafixture.toml", "mpi4py.toml", "numpy.toml",
+        "obspy.toml", "pbr.toml", "pyfftw.toml", "pyprismatic-gpu.toml", "torchvision.toml",
+    ]  # fmt: skip
+    # The patch a converted recipe names is copied beside it.
+    assert (tmp_path / "recipes/patches/isafixture-note.patch").read_bytes() == (
+        LEGACY / "patches/isafixture-note.patch"
+    ).read_bytes()
+    # Version-specific configs become [versions."==X"] tables of the package's recipe.
+    cartopy = tomllib.loads((tmp_path / "recipes/cartopy.toml").read_text())
+    assert cartopy["versions"]["==0.20.2"]["build"]["requires"] == ["pyshp", "shapely<2", "pyproj"]
+    assert "instead of the generic config" in by["Cartopy-0.20.2.sh"].skipped[0].reason
+    pbr = [(s.line, s.reason.split(";")[0]) for s in by["pbr.sh"].skipped]
+    assert pbr == [
+        (1, "calls another script, whose effect cannot be known here"),
+        (3, "a condition other than one comparison of the stack year or version"),
+        (4, "inside a condition that does not convert"),
+        (5, "inside a condition that does not convert"),
+        (12, "arbitrary shell at the top level"),
+        (13, "`exit` ends the legacy build script"),
+    ]
+    dgl = read_recipe(tmp_path / "recipes/dgl.toml", "2.1.0")
+    assert (dgl.source.kind, dgl.source.git, dgl.source.rev) == (
+        "git",
+        "https://github.com/dmlc/dgl",
+        "v2.1.0",
+    )
+    assert dgl.env == {"TORCH_CUDA_ARCH_LIST": "6.0;7.0;7.5;8.0;8.6;9.0"}
+
+
+def test_existing_recipes_are_kept_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "recipes"
+    import_configs([LEGACY / "config/pyFFTW.sh"], out)
+    with pytest.raises(ConfigError, match="exists"):
+        import_configs([LEGACY / "config/pyFFTW.sh"], out)
+    import_configs([LEGACY / "config/pyFFTW.sh"], out, force=True)
+
+
+def test_cli_import_legacy_lists_what_was_not_converted(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "builder", "recipe", "import-legacy"]
+    configs = [str(LEGACY / "config/pbr.sh"), str(LEGACY / "config/pyFFTW.sh")]
+    res = subprocess.run(
+        [*args, *configs, "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO
+    )
+    assert res.returncode == 0, res.stderr
+    assert "pyFFTW.sh -> " in res.stdout and "converted whole" in res.stdout
+    assert "line 13: exit 1" in res.stdout
+    assert "1 of 2 config(s) converted whole" in res.stderr
+    res = subprocess.run(
+        [*args, *configs, "--out", str(tmp_path), "--force", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    report = json.loads(res.stdout)
+    assert [r["whole"] for r in report] == [False, True]
+    assert report[0]["not_converted"][0]["line"] == 1
