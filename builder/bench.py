@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -91,41 +94,165 @@ def overhead(
     }
 
 
+class CountingEngine:
+    """The real engine, counting what it is asked to do (a no-op rerun must ask nothing)."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine, self.calls = engine, 0
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls += 1
+        return getattr(self.engine, name)
+
+
+def parallel_and_noop(
+    engine: DockerEngine, package: str, version: str, sdist: Path | None, recipes: Path
+) -> dict[str, Any]:
+    """--all-targets one at a time vs --jobs 2, then a rerun of the same inputs (no-op)."""
+    from builder.targets import all_targets
+
+    cache = default_cache()
+    out: dict[str, Any] = {"package": f"{package}=={version}"}
+    with tempfile.TemporaryDirectory(prefix="cbuild-bench-") as tmp:
+        for jobs in (1, 2):
+            req = WheelRequest(
+                package,
+                version,
+                tuple(all_targets()),
+                Path(tmp) / f"wh{jobs}",
+                cache,
+                recipes,
+                sdist=sdist,
+                jobs=jobs,
+                rebuild=True,
+            )
+            t0 = time.monotonic()
+            report = Pipeline(engine, lambda t, m: None).run(req)
+            out[f"jobs{jobs}_s"] = round(time.monotonic() - t0, 2)
+            if not report.ok:
+                raise RuntimeError(f"cbuild run failed: {report.error}")
+        counting = CountingEngine(engine)
+        noop = WheelRequest(
+            package,
+            version,
+            tuple(all_targets()),
+            Path(tmp) / "wh2",
+            cache,
+            recipes,
+            sdist=sdist,
+            jobs=2,
+        )
+        t0 = time.monotonic()
+        report = Pipeline(counting, lambda t, m: None).run(noop)
+        out["noop_rerun_s"] = round(time.monotonic() - t0, 3)
+        out["noop_engine_calls"] = counting.calls
+        out["noop_statuses"] = sorted({r.status for r in report.results})
+    out["jobs2_over_jobs1"] = round(out["jobs2_s"] / out["jobs1_s"], 3)
+    out["noop_over_jobs2"] = round(out["noop_rerun_s"] / out["jobs2_s"], 4)
+    return out
+
+
+def image_check(engine: DockerEngine) -> dict[str, Any]:
+    """Deciding that an unchanged image definition needs no build, against starting one
+    container that does nothing."""
+    spec = spec_for(resolve([BENCH_TARGET])[0])
+    engine.build_image(spec, lambda m: None)
+    t0 = time.monotonic()
+    engine.build_image(spec, lambda m: None)
+    check_s = time.monotonic() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
+        engine.run(RunSpec(image=spec.tag, command=["true"]), Path(tmp) / "true.log")
+        true_s = time.monotonic() - t0
+    return {
+        "check_s": round(check_s, 4),
+        "container_true_s": round(true_s, 3),
+        "check_over_container": round(check_s / true_s, 4),
+    }
+
+
+def isa_scan(size_mb: int) -> dict[str, Any]:
+    """The static ISA scan on a large shared object, against `objdump -d` of the same file."""
+    from builder.isascan import bench_scan, make_bench_elf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        elf = make_bench_elf(Path(tmp) / "big.so", megabytes=size_mb)
+        row = bench_scan(elf)
+        if shutil.which("objdump"):
+            t0 = time.monotonic()
+            subprocess.run(["objdump", "-d", str(elf)], stdout=subprocess.DEVNULL, check=True)
+            row["objdump_s"] = round(time.monotonic() - t0, 2)
+            row["scan_over_objdump"] = round(row["seconds"] / row["objdump_s"], 3)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--skip-biopython", action="store_true")
+    ap.add_argument("--scan-mb", type=int, default=100)
     args = ap.parse_args()
     from tests.conftest import make_sdist  # the C-extension fixture, as the tests build it
 
     engine = DockerEngine()
     results: dict[str, Any] = {
         "machine": {
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "engine": engine.describe(),
         },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    fixture_recipes = REPO / "tests" / "fixtures" / "recipes"
     with tempfile.TemporaryDirectory() as tmp:
         fixture = make_sdist(Path(tmp))
         results["overhead_fixture"] = overhead(
-            engine, "isafixture", "0.1.0", fixture, REPO / "tests" / "fixtures" / "recipes"
+            engine, "isafixture", "0.1.0", fixture, fixture_recipes
+        )
+        results["parallel_fixture"] = parallel_and_noop(
+            engine, "isafixture", "0.1.0", fixture, fixture_recipes
         )
     if not args.skip_biopython:
         results["overhead_biopython"] = overhead(
             engine, "biopython", "1.85", None, REPO / "recipes"
         )
+        results["parallel_biopython"] = parallel_and_noop(
+            engine, "biopython", "1.85", None, REPO / "recipes"
+        )
+    results["image_check"] = image_check(engine)
+    results["isa_scan"] = isa_scan(args.scan_mb)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(results))
+    print(f"written to {args.out}")
+
+
+def summary(results: dict[str, Any]) -> str:
+    lines = []
     for name, row in results.items():
         if name.startswith("overhead"):
-            print(
-                f"{row['package']:22} bare pip wheel {row['bare_pip_wheel_s']:6.1f} s | cbuild "
-                f"build step {row['cbuild_build_step_s']:6.1f} s (x{row['build_step_ratio']}) "
-                f"| cbuild whole job {row['cbuild_total_s']:6.1f} s (x{row['total_ratio']})"
+            lines.append(
+                f"{row['package']:18} bare pip wheel {row['bare_pip_wheel_s']:5.1f} s | cbuild "
+                f"build step {row['cbuild_build_step_s']:5.1f} s (x{row['build_step_ratio']}) "
+                f"| whole job {row['cbuild_total_s']:5.1f} s (x{row['total_ratio']})"
             )
-    print(f"written to {args.out}")
+        if name.startswith("parallel"):
+            lines.append(
+                f"{row['package']:18} all targets one at a time {row['jobs1_s']:5.1f} s | "
+                f"--jobs 2 {row['jobs2_s']:5.1f} s (x{row['jobs2_over_jobs1']}) | no-op rerun "
+                f"{row['noop_rerun_s']:.2f} s, {row['noop_engine_calls']} engine calls"
+            )
+    ic, scan = results["image_check"], results["isa_scan"]
+    lines.append(
+        f"image definition check {ic['check_s'] * 1000:.0f} ms vs one empty container "
+        f"{ic['container_true_s']:.2f} s (x{ic['check_over_container']})"
+    )
+    lines.append(
+        f"ISA scan: {scan['bytes'] / 1e6:.0f} MB of code in {scan['seconds']:.1f} s = "
+        f"{scan['mb_per_s']} MB/s"
+        + (f" (objdump -d: {scan['objdump_s']} s)" if "objdump_s" in scan else "")
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from builder import targets as targets_mod
 from builder.errors import CbuildError, ConfigError
+from builder.progress import TargetProgress
 
 app = typer.Typer(
     help="Containerized, reproducible wheel builder for HPC wheelhouses.",
@@ -195,7 +196,8 @@ def wheel_cmd(
             jobs=max(1, jobs if jobs is not None else min(os.cpu_count() or 1, len(ts))),
             rebuild=rebuild,
         )
-        report = Pipeline(_engine(), _progress).run(req)
+        with TargetProgress(err, [t.id for t in ts]) as progress:
+            report = Pipeline(_engine(), progress).run(req)
     except CbuildError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -216,21 +218,20 @@ def _summary(report, explain: bool) -> None:
     table = Table(
         "target",
         "status",
-        "tested how",
+        "tested",
         "placed",
         "time",
-        "wheel",
+        "sha256",
         title=f"{report.package} {report.version}",
     )
     for r in report.results:
-        secs = sum(r.seconds.values())
         table.add_row(
             r.target.id,
             r.status,
-            r.test_detail.splitlines()[0] if r.test_detail else "",
+            r.test_detail.splitlines()[0] if r.test_detail else r.test_how,
             r.placed or "-",
-            f"{secs:.0f} s",
-            r.wheel.name if r.wheel else "-",
+            f"{sum(r.seconds.values()):.0f} s",
+            r.sha256[:12] or "-",
         )
     err.print(table, soft_wrap=False)
     if explain or not report.ok:

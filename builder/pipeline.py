@@ -21,7 +21,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from builder import placement, pypi, repair, steps
+from builder import placement, pypi, repair, steps, wheeledit
 from builder.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
 from builder.engines.base import Engine, Mount, RunSpec
 from builder.errors import BuildError, CbuildError, ConfigError, PlacementError, TestFailure
@@ -270,6 +270,12 @@ class Pipeline:
     def run(self, req: WheelRequest) -> RunReport:
         check_wheelhouse_writable(req.wheelhouse)
         recipe = load_recipe(req.package, req.version, req.recipes_dir)
+        if excluded := [t.id for t in req.targets if not recipe.builds_for_python(t.python)]:
+            raise ConfigError(
+                f"{req.package}'s recipe builds for Python {recipe.pythons}, not for the Python "
+                f"of {', '.join(excluded)}",
+                fix="pick targets with a Python the recipe allows, or widen [package] pythons",
+            )
         if not req.rebuild and (done := self._up_to_date(req, recipe)):
             return done
         release, sdist = self._source(req)
@@ -301,7 +307,7 @@ class Pipeline:
             first, build_requires, work / "deps-build", req.cache, work / "logs" / "fetch.log"
         )
         lock += pypi.lock_entries_from_dir(build_deps, "build")
-        keys = {t.id: build_key(recipe, lock, t) for t in req.targets}
+        keys = {t.id: build_key(recipe.for_target(t), lock, t) for t in req.targets}
 
         def build(r: TargetResult) -> None:
             self._build(
@@ -404,7 +410,7 @@ class Pipeline:
             for e in pypi.Lock.from_json(lock_file.read_text()).entries
             if e.kind in ("sdist", "build")
         ]
-        keys = {t.id: build_key(recipe, lock, t) for t in req.targets}
+        keys = {t.id: build_key(recipe.for_target(t), lock, t) for t in req.targets}
         record = req.cache / "runs" / f"{run_key(keys, req.wheelhouse)}.json"
         if not record.is_file():
             return None
@@ -534,6 +540,7 @@ class Pipeline:
     ) -> None:
         t = r.target
         tid = t.id
+        recipe = recipe.for_target(t)  # the target's and accelerator's overrides
         out = work / "out" / tid
         out.mkdir(parents=True)
         r.build_log = work / "logs" / f"{tid}.build.log"
@@ -553,7 +560,16 @@ class Pipeline:
         }
         self._step(tid, "build (network off)")
         t0 = time.monotonic()
-        script = steps.build_script(sdist.name, facts.top_folder, build_requires)
+        script = steps.build_script(
+            sdist.name,
+            facts.top_folder,
+            build_requires,
+            recipe.pip_args,
+            patches=recipe.patches,
+            pre_build=recipe.pre_build,
+            post_build=recipe.post_build,
+            version=recipe.version,
+        )
         res = self.engine.run(
             RunSpec(
                 image=image,
@@ -563,6 +579,7 @@ class Pipeline:
                     Mount(sdist.parent, steps.IN_DIR),
                     Mount(deps, DEPS_DIR),
                     Mount(out, OUT_DIR, read_only=False),
+                    *([Mount(recipe.patches_dir, steps.PATCHES_DIR)] if recipe.patches else []),
                 ),
                 network=False,
             ),
@@ -579,15 +596,24 @@ class Pipeline:
                     "add what it needs to the recipe's [build] requires"
                 )
             r.reason = f"exit {res.exit_code}{hint}; log: {r.build_log}"
-            r.test_detail = steps.failure_excerpt(res.output)
+            r.test_detail = steps.patch_failure(res.output) or steps.failure_excerpt(res.output)
             return
         self._step(tid, "repair")
         fixed = repair.repair_wheel(
             wheels[0],
             work / "wheels" / tid,
             label=t.stack.local_label,
+            tags=recipe.local_tags,
             source_date_epoch=facts.source_date_epoch,
         )
+        if recipe.wheel_edits:  # the recipe's [wheel] requirement edits and name suffix
+            fixed, _ = wheeledit.apply_to_repaired(
+                fixed,
+                add=recipe.add_requires,
+                remove=recipe.remove_requires,
+                update=recipe.update_requires,
+                suffix=recipe.suffix,
+            )
         r.wheel = fixed.path
         r.is_pure = fixed.is_pure
         r.sha256 = repair.wheel_sha256(fixed.path)
@@ -597,6 +623,7 @@ class Pipeline:
 
     def _test(self, r: TargetResult, image: str, recipe: Recipe, rt_deps: Path, work: Path) -> None:
         t = r.target
+        recipe = recipe.for_target(t)
         qemu = qemu_binary()
         plan: CpuTestPlan = plan_here(t.cpu_level)
         r.test_how = plan.reason
@@ -613,6 +640,8 @@ class Pipeline:
             recipe.test_commands,
             recipe.test_requires,
             plan.qemu_cpu if plan.mode == "qemu" else None,
+            python_code=recipe.test_python,
+            pre_commands=recipe.test_pre_commands,
         )
         mounts = [Mount(r.wheel.parent, steps.IN_DIR), Mount(rt_deps, steps.RT_DEPS_DIR)]
         if plan.mode == "qemu":
@@ -628,7 +657,11 @@ class Pipeline:
         verdict = interpret(res.exit_code, res.output, plan, t.cpu_level)
         if verdict.status == "passed":
             r.status = "tested"
-            r.test_detail = f"passed {plan.mode}"
+            r.test_detail = (
+                "passed under QEMU, exactly " + t.cpu_level.name
+                if plan.mode == "qemu"
+                else f"passed natively (host has {t.cpu_level.name} and more)"
+            )
         else:
             r.status = verdict.status
             r.test_detail = (
