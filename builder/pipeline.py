@@ -396,6 +396,9 @@ class Pipeline:
             except BaseException:
                 for f in futures:
                     f.cancel()
+                # The other workers are blocked on their containers' output: removing the
+                # containers ends them now instead of when their builds finish.
+                self.engine.stop_all()
                 raise
 
     def _up_to_date(self, req: WheelRequest, recipe: Recipe) -> RunReport | None:

@@ -330,3 +330,49 @@ def test_cli_biopython_all_targets(engine, tmp_path) -> None:
         {f"gentoo2023/x86-64-v3/{name}", f"gentoo2023/x86-64-v4/{name}"},
     )
     assert {e["name"] for e in report["lock"] if e["kind"] == "runtime"} >= {"numpy"}
+
+
+def test_ctrl_c_mid_build_leaves_no_container_and_no_wheel(engine, sdist_factory, tmp_path) -> None:
+    import signal
+    import time
+
+    wh, cache = tmp_path / "wh", tmp_path / "cache"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "builder",
+            "wheel",
+            "isafixture",
+            "0.1.0",
+            "--all-targets",
+            "--jobs",
+            "2",
+            "--sdist",
+            str(sdist_factory()),
+            "--wheelhouse",
+            str(wh),
+            "--cache",
+            str(cache),
+            "--recipes",
+            str(recipes(tmp_path)),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:
+        if "build (network off)" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1)  # inside the compiler
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest
+    ours = [
+        c
+        for c in engine.client.containers.list(all=True, filters={"label": "org.cbuild.run"})
+        if any(str(tmp_path) in m.get("Source", "") for m in c.attrs.get("Mounts", []))
+    ]
+    assert ours == []
+    assert listing(wh) == []

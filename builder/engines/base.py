@@ -58,3 +58,7 @@ class Engine(Protocol):
     def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
         """Run to completion in a fresh container that is always removed, output appended to log."""
         ...
+
+    def stop_all(self) -> int:
+        """Remove the containers this engine object started and that still exist."""
+        ...

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import docker
@@ -62,6 +63,8 @@ class DockerEngine:
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self.client = client or connect()
+        # Labels this process's containers, so an interrupt removes them and no others.
+        self.session = uuid.uuid4().hex[:12]
 
     def describe(self) -> str:
         v = self.client.version()
@@ -175,6 +178,16 @@ class DockerEngine:
         return spec.tag
 
     # --- containers ---------------------------------------------------------------------------
+    def stop_all(self) -> int:
+        """Remove every container this engine started that is still there (on Ctrl-C)."""
+        found = self.client.containers.list(
+            all=True, filters={"label": f"{RUN_LABEL}={self.session}"}
+        )
+        for c in found:
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
+        return len(found)
+
     def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
         volumes = {
             str(m.host): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
@@ -187,7 +200,7 @@ class DockerEngine:
             volumes=volumes,
             network_mode="host" if spec.network else "none",
             working_dir=spec.workdir,
-            labels={RUN_LABEL: "1"},
+            labels={RUN_LABEL: self.session},
             detach=True,
         )
         try:
