@@ -102,7 +102,7 @@ def images_build(
             spec = spec_for(t)
             existed = engine.image_exists(spec.tag)
             _progress(t.id, "up to date" if existed else f"building {spec.tag}")
-            engine.build_image(spec, lambda m, i=t.id: _progress(i, m) if "STEP" in m else None)
+            engine.build_image(spec, lambda m, i=t.id: _progress(i, m))
             rows.append(
                 {
                     "target": t.id,

@@ -299,7 +299,7 @@ class Pipeline:
         images = {}
         for t in req.targets:
             self._step(t.id, "image")
-            images[t.id] = self.engine.build_image(spec_for(t), lambda m, i=t.id: None)
+            images[t.id] = self.engine.build_image(spec_for(t), lambda m, i=t.id: self._step(i, m))
 
         first = images[req.targets[0].id]
         build_requires = [*facts.build_requires, *recipe.build_requires]

@@ -170,7 +170,8 @@ class DockerEngine:
             line = chunk.get("stream", "")
             if line.strip():
                 last.append(line)
-                progress(line.rstrip()[:200])
+                if line.lstrip().upper().startswith("STEP"):  # buildah "STEP 2/17", docker "Step"
+                    progress(line.strip()[:160])
         if not self.image_exists(spec.tag):
             raise EngineError(
                 f"image build of {spec.name} ended without an image:\n" + "".join(last[-15:])
