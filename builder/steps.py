@@ -16,6 +16,8 @@ RT_DEPS_DIR = "/cbuild/rtdeps"
 SHIM_DIR = "/cbuild/shim"
 STEP_MARK = "::cbuild-step::"  # printed before each test step so a failure can be named
 STEPS_VERSION = 3  # part of every build key: bump when a script changes what it builds
+PATCHES_DIR = "/cbuild/patches"  # a recipe's patches, read-only
+PATCH_FAILED = "::cbuild-patch-failed::"
 
 
 _PY_CFLAGS = "import sysconfig; print(sysconfig.get_config_var('CFLAGS') or '')"
@@ -38,10 +40,35 @@ def fetch_wheels_script(requirements: list[str], dest: str, extra: list[str] = (
 
 
 def build_script(
-    sdist_name: str, top_folder: str, build_requires: list[str], pip_args: tuple[str, ...] = ()
+    sdist_name: str,
+    top_folder: str,
+    build_requires: list[str],
+    pip_args: tuple[str, ...] = (),
+    *,
+    patches: tuple[str, ...] = (),
+    pre_build: tuple[str, ...] = (),
+    post_build: tuple[str, ...] = (),
+    version: str = "",
 ) -> str:
-    """Offline build: a venv at a fixed path with the pinned build deps, then pip wheel in-tree."""
+    """Offline build: a venv at a fixed path with the pinned build deps, then pip wheel in-tree.
+    A recipe's patches (mounted at PATCHES_DIR) apply in order after unpacking; its pre-build
+    and post-build commands run in the source folder in this same shell, so an `export` or a
+    `cd` carries on to the build. $VERSION is the version; after the build, $WHEEL the wheel."""
     src = f"{SRC_DIR}/{top_folder}"
+    recipe_lines = [f"VERSION={shlex.quote(version)}"] if pre_build or post_build else []
+    for name in patches:
+        p = shlex.quote(name)
+        recipe_lines += [
+            f"echo {shlex.quote(f'{STEP_MARK} patch {name}')}",
+            f"patch -p1 --batch --forward --no-backup-if-mismatch -i {PATCHES_DIR}/{p} || {{"
+            f" echo {shlex.quote(f'{PATCH_FAILED} {name}')};"
+            " find . -name '*.rej' -exec cat {} +; exit 1; }",
+        ]
+    for i, cmd in enumerate(pre_build, 1):
+        recipe_lines += [f"echo {shlex.quote(f'{STEP_MARK} pre_build {i}')}", cmd]
+    after = [f"WHEEL=$(echo {OUT_DIR}/*.whl)"] if post_build else []
+    for i, cmd in enumerate(post_build, 1):
+        after += [f"echo {shlex.quote(f'{STEP_MARK} post_build {i}')}", cmd]
     return "\n".join(
         [
             "set -e",
@@ -50,13 +77,26 @@ def build_script(
             f"{BUILD_ENV}/bin/python -c {shlex.quote(_UNPACK)} {IN_DIR}/{shlex.quote(sdist_name)}"
             f" {SRC_DIR}",
             f"cd {shlex.quote(src)}",
+            *recipe_lines,
             # setuptools >= 72 lets $CFLAGS replace Python's own (-DNDEBUG -fwrapv -g ...)
             # where older ones appended to them: keep Python's first, the target's after.
             f'export CFLAGS="$({BUILD_ENV}/bin/python -c {shlex.quote(_PY_CFLAGS)}) $CFLAGS"',
             f"{_pip(BUILD_ENV)} wheel --no-index --find-links {DEPS_DIR} --no-deps"
             f" --no-build-isolation -v -w {OUT_DIR} {_q(pip_args)} .",
+            *after,
             "",
         ]
+    )
+
+
+def patch_failure(output: str) -> str | None:
+    """The rejected hunks a failed patch printed (build_script), or None."""
+    if PATCH_FAILED not in output:
+        return None
+    text = output[output.rindex(PATCH_FAILED) + len(PATCH_FAILED) :].strip()
+    name, _, hunks = text.partition("\n")
+    return f"patch {name} does not apply; rejected hunks:\n" + "\n".join(
+        "    " + ln for ln in hunks.rstrip().splitlines()
     )
 
 
@@ -66,6 +106,9 @@ def wheel_test_script(
     commands: list[str],
     test_requires: list[str],
     qemu_cpu: str | None,
+    *,
+    python_code: tuple[str, ...] = (),
+    pre_commands: tuple[str, ...] = (),
 ) -> str:
     """Fresh venv, install offline from the built wheel and fetched deps, then the tests,
     each step marked so that a failure names its step. Under QEMU, `python` is a shim that
@@ -86,10 +129,19 @@ def wheel_test_script(
             f"chmod +x {SHIM_DIR}/python && ln -sf python {SHIM_DIR}/python3",
         ]
     lines += [f"export PATH={SHIM_DIR}:{TEST_ENV}/bin:$PATH", "cd /tmp"]
+    for i, cmd in enumerate(pre_commands, 1):
+        lines += [f"echo {shlex.quote(f'{STEP_MARK} pre-test command {i}: {cmd}')}", cmd]
     for name in import_names:
         lines += [
             f"echo {shlex.quote(f'{STEP_MARK} import {name}')}",
             f"python -c {shlex.quote(f'import {name}')}",
+        ]
+    # A recipe's Python test code runs after importing its modules (legacy PYTHON_TESTS).
+    imports = "".join(f"import {name}; " for name in import_names)
+    for i, code in enumerate(python_code, 1):
+        lines += [
+            f"echo {shlex.quote(f'{STEP_MARK} python {i}: {code}')}",
+            f"python -c {shlex.quote(imports + code)}",
         ]
     for i, cmd in enumerate(commands, 1):
         lines += [f"echo {shlex.quote(f'{STEP_MARK} command {i}: {cmd}')}", cmd]

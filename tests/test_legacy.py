@@ -273,3 +273,36 @@ def test_cli_import_legacy_lists_what_was_not_converted(tmp_path: Path) -> None:
     report = json.loads(res.stdout)
     assert [r["whole"] for r in report] == [False, True]
     assert report[0]["not_converted"][0]["line"] == 1
+
+
+@pytest.mark.integration
+def test_the_converted_fixture_recipe_builds_the_same_package(engine, sdist_factory, tmp_path):
+    """isafixture.sh converts whole, and the recipe it gives builds, edits and tests the C
+    fixture through the real engine as the legacy script would have."""
+    from builder.pipeline import Pipeline, WheelRequest
+
+    (result,) = import_configs([LEGACY / "config/isafixture.sh"], tmp_path / "recipes")
+    assert result.whole, result.skipped
+    req = WheelRequest(
+        "isafixture",
+        "0.1.0",
+        tuple(resolve(["gentoo2023-generic"])),
+        tmp_path / "wheelhouse",
+        tmp_path / "cache",
+        tmp_path / "recipes",
+        sdist=sdist_factory(),
+    )
+    report = Pipeline(engine, lambda t, m: None).run(req)
+    assert report.ok, report.error
+    (r,) = report.results
+    assert r.status == "tested", r.test_detail
+    assert "building isafixture 0.1.0" in r.build_log.read_text()  # PRE_BUILD_COMMANDS ran
+    test_log = r.test_log.read_text()
+    assert "::cbuild-step:: python 1: assert isafixture.NOTE == 'patched'" in test_log
+    import zipfile
+
+    with zipfile.ZipFile(r.wheel) as zf:
+        meta = zf.read("isafixture-0.1.0+computecanada.dist-info/METADATA").decode()
+    assert [ln for ln in meta.splitlines() if ln.startswith("Requires-Dist")] == [
+        'Requires-Dist: packaging>=21; python_version >= "3.8"'
+    ]
