@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from builder import targets as targets_mod
-from builder.errors import CbuildError, ConfigError
+from builder.errors import CbuildError, ConfigError, EngineError
 from builder.progress import TargetProgress
 
 app = typer.Typer(
@@ -60,10 +60,41 @@ def _progress(tid: str, msg: str) -> None:
     err.print(f"[dim]{stamp}[/] [cyan]{tid or 'cbuild'}[/] {msg}")
 
 
-def _engine():
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        envvar="CBUILD_ENGINE",
+        help="docker (Docker or Podman), apptainer, or auto: the first that answers.",
+    ),
+]
+
+
+def _engine(name: str = "docker"):
     from builder.engines.docker import DockerEngine
 
-    return DockerEngine()
+    if name == "docker":
+        return DockerEngine()
+    from builder.engines.apptainer import ApptainerEngine
+
+    if name == "apptainer":
+        return ApptainerEngine()
+    if name != "auto":
+        raise ConfigError(f"unknown engine {name!r}", fix="use --engine docker|apptainer|auto")
+    # Docker first: where both answer it is today's default; HPC nodes usually have only Apptainer.
+    tried = []
+    for kind in (DockerEngine, ApptainerEngine):
+        try:
+            engine = kind()
+        except CbuildError as exc:
+            tried.append(f"{kind.name}: {exc.message}")
+            continue
+        err.print(f"engine: {kind.name} (auto: {engine.describe()})")
+        return engine
+    raise EngineError(
+        "no engine answers (auto): " + "; ".join(tried),
+        fix="start Podman/Docker (ci/setup.sh) or install Apptainer (README, Apptainer)",
+    )
 
 
 @app.command("targets")
@@ -89,25 +120,28 @@ def targets_cmd(
 
 @images_app.command("build")
 def images_build(
-    target: TargetOpt = None, all_targets: AllOpt = False, json_out: JsonOpt = False
+    target: TargetOpt = None,
+    all_targets: AllOpt = False,
+    json_out: JsonOpt = False,
+    engine_name: EngineOpt = "auto",
 ) -> None:
     """Build target images (an image whose definition is unchanged is never rebuilt)."""
     from builder.imagespec import spec_for
 
     try:
         ts = _pick_targets(target, all_targets or not target)
-        engine = _engine()
+        engine = _engine(engine_name)
         rows = []
         for t in ts:
             spec = spec_for(t)
             existed = engine.image_exists(spec.tag)
             _progress(t.id, "up to date" if existed else f"building {spec.tag}")
-            engine.build_image(spec, lambda m, i=t.id: _progress(i, m))
+            tag = engine.build_image(spec, lambda m, i=t.id: _progress(i, m))
             rows.append(
                 {
                     "target": t.id,
-                    "tag": spec.tag,
-                    "id": engine.image_id(spec.tag),
+                    "tag": tag,  # the engine's name for it: an image tag, or a SIF's path
+                    "id": engine.image_id(tag),
                     "built": not existed,
                 }
             )
@@ -121,10 +155,10 @@ def images_build(
 
 
 @images_app.command("list")
-def images_list(json_out: JsonOpt = False) -> None:
+def images_list(json_out: JsonOpt = False, engine_name: EngineOpt = "auto") -> None:
     """List cbuild's images in the engine."""
     try:
-        rows = _engine().list_images()
+        rows = _engine(engine_name).list_images()
     except CbuildError as exc:
         _fail(exc)
     if json_out:
@@ -177,6 +211,7 @@ def wheel_cmd(
         bool, typer.Option(help="Build even when a run with the same inputs is recorded.")
     ] = False,
     json_out: JsonOpt = False,
+    engine_name: EngineOpt = "auto",
 ) -> None:
     """Build, test and export PACKAGE VERSION for the chosen targets."""
     from builder.pipeline import Pipeline, WheelRequest, default_cache
@@ -197,7 +232,7 @@ def wheel_cmd(
             rebuild=rebuild,
         )
         with TargetProgress(err, [t.id for t in ts]) as progress:
-            report = Pipeline(_engine(), progress).run(req)
+            report = Pipeline(_engine(engine_name), progress).run(req)
     except CbuildError as exc:
         _fail(exc)
     except KeyboardInterrupt:

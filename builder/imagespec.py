@@ -103,4 +103,10 @@ def render_containerfile(spec: ImageSpec) -> str:
 
 def rendered_files(targets: list[Target]) -> dict[str, str]:
     """Relative path -> text of every committed image definition (`images/<target>/...`)."""
-    return {f"{t.id}/Containerfile": render_containerfile(spec_for(t)) for t in targets}
+    from builder.apptainer_render import DEF_NAME, render_apptainer  # it imports this module
+
+    out = {}
+    for t in targets:
+        out[f"{t.id}/Containerfile"] = render_containerfile(spec_for(t))
+        out[f"{t.id}/{DEF_NAME}"] = render_apptainer(spec_for(t))
+    return out

@@ -719,6 +719,8 @@ def _manifest(
         "wheel": r.wheel.name,
         "sha256": r.sha256,
         "engine": engine.describe(),
+        # False where the engine could not switch the network off (Apptainer refusing --network).
+        "network_isolated": getattr(engine, "network_isolated", True),
         "image": image,
         "image_id": engine.image_id(image),
         "image_spec_hash": spec_for(r.target).hash,

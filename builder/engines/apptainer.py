@@ -19,10 +19,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import spython
@@ -157,6 +160,9 @@ class ApptainerEngine:
         self.network_isolated = True  # until the installation refuses --network none
         self._probed = False
         self._registry: dict[str, bool] = {}
+        self._lock = threading.Lock()  # the pipeline runs targets in threads
+        # Every run's scratch folder starts with it: stop_all finds this engine's processes.
+        self.session = uuid.uuid4().hex[:12]
 
     def describe(self) -> str:
         iso = "" if self.network_isolated else ", network NOT isolated (--network none refused)"
@@ -214,6 +220,10 @@ class ApptainerEngine:
         return base_sif, base_def, target_sif, target_def
 
     def build_image(self, spec: ImageSpec, progress: Progress) -> str:
+        with self._lock:
+            return self._build_image(spec, progress)
+
+    def _build_image(self, spec: ImageSpec, progress: Progress) -> str:
         base_sif, base_def, sif, target_def = self.sif_for(spec, progress)
         if not sif.is_file():
             if not base_sif.is_file():
@@ -224,7 +234,7 @@ class ApptainerEngine:
         index = self._index()
         if index.get(spec.tag) != str(sif):
             index[spec.tag] = str(sif)
-            tmp = self.store / f".index.json.{os.getpid()}"
+            tmp = self.store / f".index.json.{os.getpid()}.{self.session}"
             tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
             tmp.replace(self.store / "index.json")
         return str(sif)
@@ -244,8 +254,11 @@ class ApptainerEngine:
         """Who runs Apptainer, and whether --fakeroot finds its /etc/subuid and /etc/subgid
         lines: a scratch build (well under a second) tells both before a long build fails.
         The user is Apptainer's, which need not be ours (a wrapper may run it as another)."""
-        if self._probed:
-            return
+        with self._lock:
+            if not self._probed:
+                self._probe_once()
+
+    def _probe_once(self) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.store, prefix=".probe-") as tmp:
             os.chmod(tmp, 0o755)
@@ -320,7 +333,8 @@ class ApptainerEngine:
 
     # --- runs ---------------------------------------------------------------------------------
     def _options(self, spec: RunSpec, scratch: Path) -> list[str]:
-        opts = ["--containall", "--cleanenv", "--pwd", spec.workdir]
+        # --no-eval: env values are taken literally, as Docker does (Apptainer would expand $x).
+        opts = ["--containall", "--cleanenv", "--no-eval", "--pwd", spec.workdir]
         if self.fakeroot:
             opts.append("--fakeroot")
         (scratch / "overlay").mkdir()
@@ -341,7 +355,7 @@ class ApptainerEngine:
         self._probe()
         run_root = self.store / "run"
         run_root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=run_root))
+        scratch = Path(tempfile.mkdtemp(dir=run_root, prefix=f"{self.session}-"))
         os.chmod(scratch, 0o755)
         try:
             code, out = self._exec(spec, scratch, log, progress)
@@ -360,6 +374,23 @@ class ApptainerEngine:
             return RunResult(code, out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def stop_all(self) -> int:
+        """End every Apptainer process of this engine's runs (on Ctrl-C): they are the ones whose
+        command line names one of its scratch folders. A wrapper's processes (the test harness's
+        `podman exec` and the Apptainer inside it) show up here too, the host seeing them all."""
+        mark = f"{self.store / 'run' / self.session}-".encode()
+        ended = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if mark in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    ended += 1
+            except (OSError, ProcessLookupError):
+                continue
+        return ended
 
     def _exec(
         self, spec: RunSpec, scratch: Path, log: Path, progress: Progress | None

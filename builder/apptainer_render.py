@@ -1,0 +1,140 @@
+"""The image spec rendered as an Apptainer definition: pure functions of the spec.
+
+The same model as the Containerfile (builder.imagespec), with Apptainer's semantics minded:
+- `%environment` applies at run time only, like the Containerfile's ENV lines that follow its
+  RUN lines: neither build reads them, and the pipeline hands every step its build environment
+  (CFLAGS, SOURCE_DATE_EPOCH, ...) explicitly, so both engines run a step with the same env;
+- `%post` is one shell (`set -e` there, like each RUN's `&&` chain), run after the packages;
+- no `%files`: nothing is copied in; the Containerfile has no COPY either.
+
+`render_apptainer` gives the self-contained definition committed under `images/<target>/`
+(what a person builds by hand). The engine builds the same content in two stages, so that the
+targets share one base SIF the way Docker shares a layer: `render_base_stage` (bootstrap and
+packages) and `render_target_stage` (the target's steps, environment and labels on top of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+from builder.imagespec import BaseImage, ImageSpec
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEF_NAME = "apptainer.def"
+
+
+def docker_header(base: BaseImage) -> str:
+    """Where a registry answers: the same base as the Containerfile's default."""
+    return f"Bootstrap: docker\nFrom: {base.ref}\n"
+
+
+def debootstrap_header(base: BaseImage, mirror: str = DEFAULT_MIRROR) -> str:
+    """Where none does: the same suite from Debian's mirror (debootstrap's minbase variant, as
+    the Docker engine's mmdebstrap bootstrap)."""
+    if base.distribution != "debian":
+        raise ValueError(f"no debootstrap bootstrap for {base.distribution}")
+    return f"Bootstrap: debootstrap\nOSVersion: {base.suite}\nMirrorURL: {mirror}\n"
+
+
+def localimage_header(sif: str) -> str:
+    return f"Bootstrap: localimage\nFrom: {sif}\n"
+
+
+def _packages_post(spec: ImageSpec) -> list[str]:
+    return [
+        "    apt-get update",
+        "    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\",
+        *(f"       {p} \\" for p in spec.packages[:-1]),
+        f"       {spec.packages[-1]}",
+        "    rm -rf /var/lib/apt/lists/*",
+    ]
+
+
+def _steps_post(spec: ImageSpec) -> list[str]:
+    return [f"    {s}" for s in spec.steps]
+
+
+def _environment(spec: ImageSpec) -> list[str]:
+    return ["%environment", *(f"    export {k}={shlex.quote(v)}" for k, v in spec.env)]
+
+
+def _labels(spec: ImageSpec) -> list[str]:
+    return [
+        "%labels",
+        *(f"    {k} {v}" for k, v in spec.labels),
+        f"    org.cbuild.spec-hash {spec.hash}",
+    ]
+
+
+def _comment(spec: ImageSpec, what: str) -> list[str]:
+    return [
+        f"# Rendered by cbuild from the image spec of {spec.name} ({what});",
+        "# `cbuild images render` rewrites it.",
+        f"# spec hash {spec.hash}",
+    ]
+
+
+def render_apptainer(spec: ImageSpec, header: str | None = None) -> str:
+    """One definition with everything: bootstrap, packages, steps, environment, labels."""
+    return "\n".join(
+        [
+            *_comment(spec, "Apptainer definition"),
+            # spython's parser rejects any line naming a non-docker header, comments too.
+            "# No registry? README, section Apptainer, gives the header for Debian's mirror.",
+            (header or docker_header(spec.base)).rstrip("\n"),
+            "",
+            "%post",
+            "    set -e",
+            *_packages_post(spec),
+            *_steps_post(spec),
+            "",
+            *_environment(spec),
+            "",
+            *_labels(spec),
+            "",
+        ]
+    )
+
+
+def base_stage_key(spec: ImageSpec, header: str) -> str:
+    """What the base stage depends on: its header and the packages, not the target."""
+    return hashlib.sha256(f"{header}\n{spec.packages}".encode()).hexdigest()[:16]
+
+
+def render_base_stage(spec: ImageSpec, header: str) -> str:
+    """Stage 1, shared by every target with the same base and packages."""
+    return "\n".join(
+        [
+            f"# cbuild base stage for {spec.base.ref} with {len(spec.packages)} packages",
+            header.rstrip("\n"),
+            "",
+            "%post",
+            "    set -e",
+            *_packages_post(spec),
+            "",
+        ]
+    )
+
+
+def render_target_stage(spec: ImageSpec, base_sif: str) -> str:
+    """Stage 2: the target's steps, environment and labels on the base stage's SIF."""
+    return "\n".join(
+        [
+            *_comment(spec, "engine stage 2"),
+            localimage_header(base_sif).rstrip("\n"),
+            "",
+            "%post",
+            "    set -e",
+            *_steps_post(spec),
+            "",
+            *_environment(spec),
+            "",
+            *_labels(spec),
+            "",
+        ]
+    )
+
+
+def definition_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
