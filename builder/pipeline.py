@@ -276,6 +276,14 @@ class Pipeline:
                 f"of {', '.join(excluded)}",
                 fix="pick targets with a Python the recipe allows, or widen [package] pythons",
             )
+        local = req.sdist is not None
+        if gaps := sorted(
+            {g for t in req.targets for g in recipe.for_target(t).not_built_yet(local)}
+        ):
+            raise ConfigError(
+                f"{req.package}'s recipe needs what cbuild does not do yet: {'; '.join(gaps)}",
+                fix="build from a local source with --sdist, or drop the field from the recipe",
+            )
         if not req.rebuild and (done := self._up_to_date(req, recipe)):
             return done
         release, sdist = self._source(req)
