@@ -147,6 +147,24 @@ class Recipe:
             self.add_requires or self.remove_requires or self.update_requires or self.suffix
         )
 
+    def not_built_yet(self, local_source: bool = False) -> list[str]:
+        """Fields this recipe uses that the build does not act on yet, each with why: a recipe
+        that needs them must fail before building, not build something else silently.
+        `local_source`: the source was given (--sdist), so [source] does not matter."""
+        gaps = []
+        if not local_source and self.source.kind != "pypi":
+            gaps.append(f"[source] {self.source.kind}: only PyPI sdists are fetched so far")
+        if not local_source and self.source.pypi_name:
+            gaps.append("[source] pypi_name: the sdist is looked up by the recipe's name")
+        if self.apt:
+            gaps.append(
+                f"[system] apt ({', '.join(self.apt)}): the standalone image installs no "
+                "recipe packages yet"
+            )
+        if self.rpath or self.rpath_origin:
+            gaps.append("[wheel] rpath: RPATH edits need patchelf, which repair does not run yet")
+        return gaps
+
     def builds_for_python(self, python: str) -> bool:
         return self.pythons is None or SpecifierSet(self.pythons).contains(python, True)
 
