@@ -9,8 +9,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -208,22 +210,55 @@ class DockerEngine:
             container.start()
             with log.open("a", encoding="utf-8", errors="replace") as fh:
                 fh.write(f"$ {' '.join(spec.command)}\n")
-                buf = []
-                for raw in container.logs(stream=True, follow=True):
-                    text = raw.decode("utf-8", errors="replace")
-                    fh.write(text)
-                    buf.append(text)
-                    if progress:
-                        for line in text.splitlines():
-                            if line.strip():
-                                progress(line[:200])
+                fh.flush()
+                streamed = _LogPump(container, fh, progress)
                 code = int(container.wait().get("StatusCode", -1))
+                output = streamed.finish(container)
                 fh.write(f"[exit {code}]\n")
-            return RunResult(code, "".join(buf))
+            return RunResult(code, output)
         finally:
             # Always removed, also on Ctrl-C: no container is left running.
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
+
+
+class _LogPump:
+    """Copies a container's output to its log as it comes (for `tail -f`) on a thread.
+
+    Podman's compat API may never end a follow stream of a container that exited before the
+    stream was attached; so once the container has exited, the pump gets a short grace, and
+    the complete output is then read once, without follow, from the engine."""
+
+    def __init__(self, container: Any, fh: Any, progress: Progress | None) -> None:
+        self.fh, self.progress, self.parts = fh, progress, []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._pump, args=(container,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, container: Any) -> None:
+        with contextlib.suppress(
+            Exception
+        ):  # the stream ends with the container, one way or another
+            for raw in container.logs(stream=True, follow=True):
+                text = raw.decode("utf-8", errors="replace")
+                with self.lock:
+                    self.parts.append(text)
+                    self.fh.write(text)
+                if self.progress:
+                    for line in text.splitlines():
+                        if line.strip():
+                            self.progress(line[:200])
+
+    def finish(self, container: Any) -> str:
+        self.thread.join(timeout=5)
+        with self.lock:
+            seen = "".join(self.parts)
+            if not self.thread.is_alive():
+                return seen
+            full = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
+            self.fh.write(full[len(seen) :] if full.startswith(seen) else full)
+            self.parts = [full]  # the pump may still append: the log keeps what it got
+            return full
 
 
 def _import_id(result: str | bytes) -> str:
