@@ -151,7 +151,7 @@ def _read_dq(text: str, i: int) -> tuple[str, int]:
             i += 2
             continue
         if c == "\\" and i + 1 < len(text) and text[i + 1] == "$":
-            out.append("\\$")  # an escaped dollar: kept marked, never expanded
+            out.append("\\$")  # marked: a literal dollar, not an expansion
             i += 2
             continue
         if c == "$" and text[i + 1 : i + 2] == "(":
@@ -412,10 +412,8 @@ def _raise(message: str) -> str:
 
 # --- conditions -------------------------------------------------------------------------------
 
-_TEST = re.compile(r"^(\[\[|\[)$")
 
-
-def _condition(words: tuple[Word, ...], exp: _Expander) -> list[tuple[str, str]]:
+def _condition(words: tuple[Word, ...]) -> list[tuple[str, str]]:
     """`[[ $EBVERSIONGENTOO == 2023 ]]` -> [("targets", "gentoo2023-*")]; raises Unconvertible
     for anything but a comparison of the stack year or the version with a constant."""
     lits = [w.literal for w in words]
@@ -549,7 +547,7 @@ class _Converter:
                 try:
                     if chain["bad"]:
                         raise Unconvertible(chain["bad"])
-                    atoms = _condition(cond_words, self.exp)
+                    atoms = _condition(cond_words)
                     prior = [a for c in chain["conds"] for a in _negate(c)]
                     chain["conds"].append(atoms)
                     scope = self.scope(_nest((*scopes[-1].atoms, *prior, *atoms)), scopes[-1])
@@ -672,7 +670,11 @@ class _Converter:
         return bool(re.search(rf"\${{?{name}\b", self.text))
 
     def words(self, value: Word, scope: _Scope, mode: str = "plain") -> list[str]:
-        return shlex.split(self.x(value, scope, mode), comments=False)
+        text = self.x(value, scope, mode)
+        try:  # the legacy script word-split these values; their quotes group words
+            return shlex.split(text, comments=False)
+        except ValueError as exc:
+            raise Unconvertible(f"cannot split {text!r} into words: {exc}") from exc
 
     def commands(self, value: Word, scope: _Scope) -> list[str]:
         text = self.x(value, scope, "shell")
@@ -889,8 +891,11 @@ class _Converter:
             return
         handled: set[str] = set()
         arg_v = arg[0] if arg else ""
-        if method.lower() == "git" and cmd and "git clone" in cmd[0]:
-            clone = shlex.split(cmd[0].replace("$PACKAGE_DOWNLOAD_ARGUMENT", arg_v))
+        try:
+            clone = shlex.split(cmd[0].replace("$PACKAGE_DOWNLOAD_ARGUMENT", arg_v)) if cmd else []
+        except ValueError:
+            clone = []  # not a command line this reads: reported as an unknown download below
+        if method.lower() == "git" and "git" in clone[:1] and "clone" in clone[1:2]:
             branch = clone[clone.index("--branch") + 1] if "--branch" in clone else None
             url = next(
                 (a for a in clone[2:] if re.match(r"(https?|git|ssh)://|\S+@\S+:", a)), arg_v
