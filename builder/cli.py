@@ -285,6 +285,9 @@ cli_inspect.register(app)
 from builder import cli_recipes  # noqa: E402
 
 cli_recipes.register(app)
+from builder import cli_batch  # noqa: E402
+
+cli_batch.register(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry
