@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from builder import targets as targets_mod
@@ -39,9 +40,9 @@ REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def _fail(exc: CbuildError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}")
+    err.print(f"[bold red]error:[/] {escape(exc.message)}")
     if exc.fix:
-        err.print(f"  [bold]fix:[/] {exc.fix}")
+        err.print(f"  [bold]fix:[/] {escape(exc.fix)}")
     raise typer.Exit(exc.exit_code)
 
 
@@ -243,7 +244,7 @@ def wheel_cmd(
     else:
         _summary(report, explain)
     if not report.ok:
-        err.print(f"[bold red]error:[/] {report.error}")
+        err.print(f"[bold red]error:[/] {escape(report.error or '')}")
         raise typer.Exit(
             7 if any(r.status in {"failed", "isa-leak"} for r in report.results) else 5
         )
@@ -272,7 +273,7 @@ def _summary(report, explain: bool) -> None:
     if explain or not report.ok:
         for r in report.results:
             if r.reason:
-                err.print(f"  {r.target.id}: {r.reason}")
+                err.print(f"  {r.target.id}: {escape(r.reason)}")
     for p in report.placed:
         print(p)
 

@@ -55,7 +55,9 @@ class ImageSpec:
         return f"localhost/cbuild/{self.name}:{self.hash}"
 
 
-def spec_for(target: Target) -> ImageSpec:
+def spec_for(target: Target, extra_packages: tuple[str, ...] = ()) -> ImageSpec:
+    """The target's image; a recipe's system packages make an image of their own (a different
+    definition, so a different hash and tag)."""
     prov = target.stack.providers["standalone"]
     env = {
         **target.compiler_flags(),
@@ -74,7 +76,7 @@ def spec_for(target: Target) -> ImageSpec:
     return ImageSpec(
         name=target.id,
         base=BaseImage(prov["base_image"], prov["distribution"], prov["suite"]),
-        packages=tuple(prov["apt_packages"]),
+        packages=(*prov["apt_packages"], *sorted(set(extra_packages) - set(prov["apt_packages"]))),
         env=tuple(sorted(env.items())),
         labels=tuple(sorted(labels.items())),
         steps=(f"mkdir -p {SRC_DIR} {DEPS_DIR} {OUT_DIR}",),

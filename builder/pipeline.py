@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from builder import placement, pypi, repair, steps, wheeledit
 from builder.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
 from builder.engines.base import Engine, Mount, RunSpec
 from builder.errors import BuildError, CbuildError, ConfigError, PlacementError, TestFailure
-from builder.imagespec import DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, spec_for
+from builder.imagespec import DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, ImageSpec, spec_for
 from builder.recipes import Recipe, load_recipe
 from builder.targets import Target
 
@@ -168,6 +169,11 @@ def has_native_sources(sdist: Path) -> bool:
     )
 
 
+def target_spec(recipe: Recipe, target: Target) -> ImageSpec:
+    """The image a recipe builds a target in: the target's, plus the recipe's apt packages."""
+    return spec_for(target, recipe.for_target(target).apt)
+
+
 def build_key(recipe: Recipe, lock: list[pypi.LockEntry], target: Target) -> str:
     """The hash of everything that decides a build's bits: the recipe as resolved, the pinned
     inputs, the image definition, the target and its flags, and the step scripts' version."""
@@ -184,7 +190,7 @@ def build_key(recipe: Recipe, lock: list[pypi.LockEntry], target: Target) -> str
         "inputs": sorted(
             (e.kind, e.filename, e.sha256) for e in lock if e.kind in ("sdist", "build")
         ),
-        "image": spec_for(target).hash,
+        "image": target_spec(recipe, target).hash,
         "target": target.as_dict(),
         "steps": steps.STEPS_VERSION,
     }
@@ -242,6 +248,18 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def new_workdir(folder: Path, keep: int = 3) -> Path:
+    """A fresh work folder for this run (runs of the same package never share one), beside
+    the last `keep` runs' folders, whose logs the messages of those runs point at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    old = sorted(p for p in folder.iterdir() if p.is_dir())
+    for p in old[: max(0, len(old) - keep + 1)]:
+        shutil.rmtree(p, ignore_errors=True)
+    work = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    (work / "logs").mkdir(parents=True)
+    return work
+
+
 def default_cache() -> Path:
     return Path(os.environ.get("CBUILD_CACHE", Path.home() / ".cache" / "cbuild"))
 
@@ -288,10 +306,7 @@ class Pipeline:
             return done
         release, sdist = self._source(req)
         facts = pypi.sdist_facts(sdist)
-        work = req.cache / "work" / f"{release.name}-{release.version}"
-        if work.exists():
-            shutil.rmtree(work)  # every run starts from its inputs alone
-        (work / "logs").mkdir(parents=True)
+        work = new_workdir(req.cache / "work" / f"{release.name}-{release.version}")
         results = [TargetResult(t) for t in req.targets]
         lock = [
             pypi.LockEntry(
@@ -307,7 +322,9 @@ class Pipeline:
         images = {}
         for t in req.targets:
             self._step(t.id, "image")
-            images[t.id] = self.engine.build_image(spec_for(t), lambda m, i=t.id: self._step(i, m))
+            images[t.id] = self.engine.build_image(
+                target_spec(recipe, t), lambda m, i=t.id: self._step(i, m)
+            )
 
         first = images[req.targets[0].id]
         build_requires = [*facts.build_requires, *recipe.build_requires]
@@ -382,7 +399,7 @@ class Pipeline:
                 + " -- nothing was exported"
             )
             return report
-        report.placed = self._place(req, results, release, lock, images)
+        report.placed = self._place(req, results, release, lock, images, recipe)
         report.ok = True
         _record_run(req, keys, lock, report)
         return report
@@ -687,6 +704,7 @@ class Pipeline:
         release: pypi.Release,
         lock: list[pypi.LockEntry],
         images: dict[str, str],
+        recipe: Recipe,
     ) -> list[Path]:
         stack = req.targets[0].stack
         cands = [
@@ -709,7 +727,14 @@ class Pipeline:
             if d.folder is None:
                 continue
             res = by_target[d.target_id]
-            manifest = _manifest(res, release, lock, images[res.target.id], self.engine)
+            manifest = _manifest(
+                res,
+                release,
+                lock,
+                images[res.target.id],
+                self.engine,
+                target_spec(recipe, res.target).hash,
+            )
             dest = req.wheelhouse / d.folder / f"{d.wheel_name}.json"
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -718,7 +743,12 @@ class Pipeline:
 
 
 def _manifest(
-    r: TargetResult, release: pypi.Release, lock: list[pypi.LockEntry], image: str, engine: Engine
+    r: TargetResult,
+    release: pypi.Release,
+    lock: list[pypi.LockEntry],
+    image: str,
+    engine: Engine,
+    spec_hash: str,
 ) -> dict[str, Any]:
     return {
         "package": release.name,
@@ -731,7 +761,7 @@ def _manifest(
         "network_isolated": getattr(engine, "network_isolated", True),
         "image": image,
         "image_id": engine.image_id(image),
-        "image_spec_hash": spec_for(r.target).hash,
+        "image_spec_hash": spec_hash,
         "provider": r.target.provider,
         "test": {"status": r.status, "how": r.test_how, "detail": r.test_detail},
         "source_date_epoch": r.source_date_epoch,

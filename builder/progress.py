@@ -9,6 +9,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -38,14 +39,14 @@ class TargetProgress:
                 self.general = message
         if self.live is None:
             stamp = time.strftime("%H:%M:%S")
-            self.console.print(f"[dim]{stamp}[/] [cyan]{target or 'cbuild'}[/] {message}")
+            self.console.print(f"[dim]{stamp}[/] [cyan]{target or 'cbuild'}[/] {escape(message)}")
 
     def _table(self) -> Table:
         table = Table("target", "step", "for", box=None, title=self.general or None)
         now = time.monotonic()
         with self.lock:
             for target, (step, since) in self.rows.items():
-                table.add_row(target, step, f"{now - since:4.0f} s")
+                table.add_row(target, escape(step), f"{now - since:4.0f} s")
         return table
 
     def __enter__(self) -> TargetProgress:

@@ -148,10 +148,11 @@ def release_info(name: str, version: str) -> Release:
     proxies serve only the project endpoint, and this path works with those too."""
     base = pypi_url()
     quoted = urllib.parse.quote(name, safe="")
-    data = _get_json(f"{base}/pypi/{quoted}/{urllib.parse.quote(version, safe='')}/json")
+    version_url = f"{base}/pypi/{quoted}/{urllib.parse.quote(version, safe='')}/json"
+    data = _get_json(version_url)
     if data is not None:
         files = data.get("urls", [])
-        return _release(data["info"]["name"], str(data["info"]["version"]), files)
+        return _release(data["info"]["name"], str(data["info"]["version"]), files, version_url)
 
     project = _get_json(f"{base}/pypi/{quoted}/json")
     if project is None:
@@ -168,7 +169,7 @@ def release_info(name: str, version: str) -> Release:
             f"no version {version} of {real_name} on PyPI; latest is {latest}",
             fix=f"nearest versions: {', '.join(_nearest(version, list(releases)))}",
         )
-    return _release(real_name, key, releases[key])
+    return _release(real_name, key, releases[key], f"{base}/pypi/{quoted}/json")
 
 
 def _match_version(version: str, releases: dict[str, Any]) -> str | None:
@@ -218,7 +219,7 @@ def _sorted_versions(keys: list[str]) -> list[str]:
     return sorted(keys, key=key)
 
 
-def _release(name: str, version: str, files: list[dict[str, Any]]) -> Release:
+def _release(name: str, version: str, files: list[dict[str, Any]], page: str) -> Release:
     if not files:
         raise FetchError(
             f"version {version} of {name} has no files on PyPI",
@@ -240,7 +241,8 @@ def _release(name: str, version: str, files: list[dict[str, Any]]) -> Release:
     return Release(
         name=name,
         version=version,
-        sdist_url=f["url"],
+        # Mirrors may answer with URLs relative to the JSON page.
+        sdist_url=urllib.parse.urljoin(page, f["url"]),
         sdist_filename=f["filename"],
         sdist_sha256=f["digests"]["sha256"],
         requires_python=f.get("requires_python") or None,
@@ -285,6 +287,9 @@ def download(url: str, sha256: str, dest_dir: Path) -> Path:
                 fix="the file on the index changed or the download was tampered with; "
                 "check the expected hash (lock file) before trusting either",
             )
+        # mkstemp made it 0600: a container user other than ours (Apptainer's, say) must read
+        # the cached file like any other downloaded file.
+        tmp.chmod(0o644)
         tmp.replace(target)  # atomic within one file system
     finally:
         tmp.unlink(missing_ok=True)

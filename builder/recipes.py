@@ -156,11 +156,6 @@ class Recipe:
             gaps.append(f"[source] {self.source.kind}: only PyPI sdists are fetched so far")
         if not local_source and self.source.pypi_name:
             gaps.append("[source] pypi_name: the sdist is looked up by the recipe's name")
-        if self.apt:
-            gaps.append(
-                f"[system] apt ({', '.join(self.apt)}): the standalone image installs no "
-                "recipe packages yet"
-            )
         if self.rpath or self.rpath_origin:
             gaps.append("[wheel] rpath: RPATH edits need patchelf, which repair does not run yet")
         return gaps

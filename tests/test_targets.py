@@ -99,3 +99,11 @@ def test_committed_images_are_in_sync_with_the_renderer() -> None:
         path = REPO / "images" / rel
         assert path.exists(), f"{path} missing: run `cbuild images render`"
         assert path.read_text() == text, f"{path} drifted: run `cbuild images render`"
+
+
+def test_recipe_system_packages_make_an_image_of_their_own() -> None:
+    t = all_targets()[1]
+    plain, fftw = spec_for(t), spec_for(t, ("libfftw3-dev", "build-essential"))
+    assert fftw.hash != plain.hash and fftw.tag != plain.tag
+    assert fftw.packages == (*plain.packages, "libfftw3-dev")  # no duplicate, sorted extras
+    assert "libfftw3-dev" in render_containerfile(fftw)
