@@ -376,3 +376,29 @@ def test_ctrl_c_mid_build_leaves_no_container_and_no_wheel(engine, sdist_factory
     ]
     assert ours == []
     assert listing(wh) == []
+
+
+@pytest.mark.network
+def test_recipe_system_library_gets_an_image_of_its_own(engine, tmp_path) -> None:
+    """pyFFTW links FFTW: its recipe's apt package makes its own image, built and tested in."""
+    res = cli(
+        "wheel",
+        "pyfftw",
+        "0.15.0",
+        "--target",
+        "gentoo2023-x86-64-v3",
+        "--wheelhouse",
+        str(tmp_path / "wh"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert report["targets"][0]["status"] == "tested"
+    manifest = json.loads(Path(report["placed"][0] + ".json").read_text())
+    from builder.imagespec import spec_for
+
+    plain = spec_for(resolve(["gentoo2023-x86-64-v3"])[0])
+    assert manifest["image_spec_hash"] != plain.hash  # libfftw3-dev: another definition
+    assert manifest["image"].endswith(":" + manifest["image_spec_hash"])
