@@ -7,9 +7,12 @@ pure functions in their own modules.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import time
 import uuid
@@ -25,7 +28,14 @@ from packaging.utils import canonicalize_name
 from builder import placement, pypi, repair, steps, wheeledit
 from builder.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
 from builder.engines.base import Engine, Mount, RunSpec
-from builder.errors import BuildError, CbuildError, ConfigError, PlacementError, TestFailure
+from builder.errors import (
+    BuildError,
+    CbuildError,
+    ConfigError,
+    FetchError,
+    PlacementError,
+    TestFailure,
+)
 from builder.imagespec import DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, ImageSpec, spec_for
 from builder.recipes import Recipe, load_recipe
 from builder.targets import Target
@@ -58,12 +68,20 @@ class TargetResult:
     placed: str | None = None
     reason: str = ""
     source_date_epoch: int = 0
+    # Provenance for the manifest: the build's environment as given, facts probed in the
+    # image (compiler, Python), the build key, and the target the wheel was really built on.
+    build_env: dict[str, str] = field(default_factory=dict)
+    build_facts: dict[str, Any] = field(default_factory=dict)
+    build_key: str = ""
+    built_on: str = ""
 
     def adopt(self, built: TargetResult) -> None:
         """Take another target's pure wheel: built once, tested on every target."""
         self.wheel, self.sha256, self.is_pure = built.wheel, built.sha256, built.is_pure
         self.content_digest, self.build_log = built.content_digest, built.build_log
         self.source_date_epoch, self.status = built.source_date_epoch, "built"
+        self.build_env, self.build_facts = built.build_env, built.build_facts
+        self.build_key, self.built_on = built.build_key, built.built_on
         self.reason = f"pure wheel: built once on {built.target.id}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -119,6 +137,9 @@ class WheelRequest:
     sdist: Path | None = None  # a local source instead of PyPI's
     jobs: int = 1  # targets built and tested at once
     rebuild: bool = False  # ignore a recorded run with the same build keys
+    # A rebuild (cbuild rebuild/verify): exactly these sdist and build inputs, each checked
+    # against its sha256, instead of resolving them again.
+    pinned: pypi.Lock | None = None
 
 
 CA_PATH = "/cbuild/ca-bundle.crt"
@@ -328,13 +349,19 @@ class Pipeline:
 
         first = images[req.targets[0].id]
         build_requires = [*facts.build_requires, *recipe.build_requires]
-        build_deps = self._fetch(
-            first, build_requires, work / "deps-build", req.cache, work / "logs" / "fetch.log"
-        )
+        if req.pinned is not None:
+            build_deps = self._fetch_pinned(
+                first, req.pinned.of_kind("build"), work / "deps-build", req.cache, work / "logs"
+            )
+        else:
+            build_deps = self._fetch(
+                first, build_requires, work / "deps-build", req.cache, work / "logs" / "fetch.log"
+            )
         lock += pypi.lock_entries_from_dir(build_deps, "build")
         keys = {t.id: build_key(recipe.for_target(t), lock, t) for t in req.targets}
 
         def build(r: TargetResult) -> None:
+            r.build_key = keys[r.target.id]
             self._build(
                 r,
                 images[r.target.id],
@@ -471,6 +498,8 @@ class Pipeline:
         )
 
     def _source(self, req: WheelRequest) -> tuple[pypi.Release, Path]:
+        if req.pinned is not None:
+            return self._pinned_source(req, req.pinned)
         if req.sdist is None:
             self._step("", f"PyPI: {req.package} {req.version}")
             release = pypi.release_info(req.package, req.version)
@@ -500,6 +529,85 @@ class Pipeline:
         )
         return release, copy
 
+    def _pinned_source(self, req: WheelRequest, pinned: pypi.Lock) -> tuple[pypi.Release, Path]:
+        """The locked sdist, by sha256: --sdist when given, else the cache's copy, else its URL."""
+        entries = pinned.of_kind("sdist")
+        if len(entries) != 1:
+            raise ConfigError(
+                f"the pinned lock has {len(entries)} sdist entries, not one",
+                fix="rebuild from a manifest written by `cbuild wheel`",
+            )
+        e = entries[0]
+        dest = req.cache / "sdists"
+        dest.mkdir(parents=True, exist_ok=True)
+        copy = dest / e.filename
+        if req.sdist is not None:
+            if not req.sdist.is_file() or pypi.sha256_of(req.sdist) != e.sha256:
+                raise FetchError(
+                    f"--sdist {req.sdist} is not the locked {e.filename} (sha256 {e.sha256})",
+                    fix="pass the sdist the wheel was built from, or leave --sdist out",
+                )
+            if not copy.is_file() or pypi.sha256_of(copy) != e.sha256:
+                shutil.copyfile(req.sdist, copy)
+        elif not copy.is_file() or pypi.sha256_of(copy) != e.sha256:
+            if not e.url:
+                raise FetchError(
+                    f"the locked sdist {e.filename} has no URL and is not in {dest}",
+                    fix=f"put the file (sha256 {e.sha256}) there or pass it with --sdist",
+                )
+            self._step("", f"fetch {e.filename} (locked)")
+            try:
+                copy = pypi.download(e.url, e.sha256, dest)
+            except FetchError as exc:
+                raise FetchError(
+                    f"the locked sdist {e.filename} could not be had from {e.url}: {exc.message}",
+                    fix=f"put the file (sha256 {e.sha256}) in {dest} or pass it with --sdist",
+                ) from exc
+        url = e.url or copy.resolve().as_uri()
+        mtime = datetime.fromtimestamp(copy.stat().st_mtime, UTC)
+        return pypi.Release(req.package, e.version, url, e.filename, e.sha256, None, mtime), copy
+
+    def _fetch_pinned(
+        self, image: str, entries: list[pypi.LockEntry], dest: Path, cache: Path, logs: Path
+    ) -> Path:
+        """Exactly the locked build inputs: from the wheel store when a file with the locked
+        sha256 is there, else `name==version` through pip (no dependency resolution: the lock
+        lists them all); every file is then checked against its sha256."""
+        dest.mkdir(parents=True, exist_ok=True)
+        store = cache / "wheels"
+        missing = []
+        for e in entries:
+            have = store / e.filename
+            if have.is_file() and pypi.sha256_of(have) == e.sha256:
+                shutil.copyfile(have, dest / e.filename)
+            else:
+                missing.append(e)
+        if missing:
+            self._fetch(
+                image,
+                [f"{e.name}=={e.version}" for e in missing],
+                dest,
+                cache,
+                logs / "fetch.log",
+                extra=("--no-deps",),
+            )
+        got = {p.name: pypi.sha256_of(p) for p in dest.iterdir() if p.is_file()}
+        wanted = {e.filename: e.sha256 for e in entries}
+        problems = [
+            f"{name}: not fetched"
+            if name not in got
+            else f"{name}: sha256 {got[name]}, the lock says {sha}"
+            for name, sha in sorted(wanted.items())
+            if got.get(name) != sha
+        ] + [f"{name}: not in the lock" for name in sorted(set(got) - set(wanted))]
+        if problems:
+            raise FetchError(
+                "the build inputs differ from the locked ones:\n    " + "\n    ".join(problems),
+                fix="the index now serves other files for these pins; put the locked files "
+                f"(by sha256) in the wheel store {store} to rebuild exactly",
+            )
+        return dest
+
     # --- steps ----------------------------------------------------------------------------------
     def _fetch(
         self,
@@ -509,6 +617,7 @@ class Pipeline:
         cache: Path,
         log: Path,
         mounts: list[Path] = (),
+        extra: tuple[str, ...] = (),
     ) -> Path:
         """Wheels for the image's Python, network on. Files fetched before come from the
         cache's wheel store (shared by targets and runs) instead of the network."""
@@ -527,7 +636,7 @@ class Pipeline:
                     "sh",
                     "-c",
                     steps.fetch_wheels_script(
-                        requirements, "/cbuild/dl", ["--find-links", STORE_PATH]
+                        requirements, "/cbuild/dl", ["--find-links", STORE_PATH, *extra]
                     ),
                 ],
                 mounts=(
@@ -598,6 +707,8 @@ class Pipeline:
             post_build=recipe.post_build,
             version=recipe.version,
         )
+        script = f"{BUILD_FACTS_PROBE}\n{script}"  # prints facts only; the bits do not change
+        r.build_env, r.built_on = env, tid
         res = self.engine.run(
             RunSpec(
                 image=image,
@@ -614,6 +725,7 @@ class Pipeline:
             r.build_log,
         )
         r.seconds["build"] = time.monotonic() - t0
+        r.build_facts = parse_build_facts(res.output)
         wheels = sorted(out.glob("*.whl"))
         if not res.ok or len(wheels) != 1:
             r.status = "build-failed"
@@ -735,6 +847,7 @@ class Pipeline:
                 self.engine,
                 target_spec(recipe, res.target).hash,
             )
+            manifest.update(_provenance(res, recipe))
             dest = req.wheelhouse / d.folder / f"{d.wheel_name}.json"
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -766,6 +879,75 @@ def _manifest(
         "test": {"status": r.status, "how": r.test_how, "detail": r.test_detail},
         "source_date_epoch": r.source_date_epoch,
         "lock": [asdict(e) for e in lock],
+    }
+
+
+# Run before the build script, in the build's container: what compiled the wheel, as the
+# manifest records it. One marked JSON line; a missing tool is null.
+FACTS_MARK = "::cbuild-facts::"
+_FACTS_CODE = f"""\
+import json, platform, subprocess, sysconfig
+def first(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+    except Exception:
+        return None
+print("{FACTS_MARK}" + json.dumps({{
+    "python": platform.python_version(),
+    "python_cflags": sysconfig.get_config_var("CFLAGS"),
+    "glibc": platform.libc_ver()[1],
+    "gcc": first("gcc", "--version"),
+    "gxx": first("g++", "--version"),
+    "gfortran": first("gfortran", "--version"),
+    "ld": first("ld", "--version"),
+}}))
+"""
+BUILD_FACTS_PROBE = f"python3 -c {shlex.quote(_FACTS_CODE)} || true"
+# A compiler's command line in pip's verbose output: the flags the build really used.
+_COMPILE_LINE = re.compile(r"^\s*(\S*-)?(gcc|g\+\+|cc|c\+\+|clang|clang\+\+|gfortran)\s.*\s-c\s")
+
+
+def parse_build_facts(output: str) -> dict[str, Any]:
+    """The probe's facts, and the first compile command of the build log, when there is one."""
+    facts: dict[str, Any] = {}
+    for line in output.splitlines():
+        if line.startswith(FACTS_MARK):
+            with contextlib.suppress(ValueError):
+                facts = json.loads(line[len(FACTS_MARK) :])
+            break
+    compile_line = next((ln.strip() for ln in output.splitlines() if _COMPILE_LINE.match(ln)), None)
+    if compile_line:
+        facts["first_compile_command"] = compile_line
+    return facts
+
+
+def _provenance(r: TargetResult, recipe: Recipe) -> dict[str, Any]:
+    """What `cbuild rebuild`/`verify` need beyond the rest of the manifest: the build as it ran
+    (key, environment, compiler, Python) and the recipe, resolved and as written."""
+    resolved = recipe.for_target(r.target)
+    flags = r.build_env.get("CFLAGS")
+    py_flags = r.build_facts.get("python_cflags")
+    return {
+        "build": {
+            "key": r.build_key,
+            "built_on": r.built_on or r.target.id,
+            "steps_version": steps.STEPS_VERSION,
+            "env": r.build_env,
+            # The build script puts Python's own CFLAGS before the target's.
+            "effective_cflags": f"{py_flags} {flags}" if py_flags and flags else flags,
+            **{k: v for k, v in r.build_facts.items() if k != "python_cflags"},
+            "python_cflags": py_flags,
+        },
+        "python": r.build_facts.get("python") or r.target.python,
+        "recipe": {
+            "resolved": resolved.as_dict(),
+            "file": recipe.path.read_text() if recipe.path and recipe.path.is_file() else None,
+            "patches": {
+                name: path.read_text(errors="surrogateescape")
+                for name, path in zip(resolved.patches, resolved.patch_files, strict=True)
+                if path.is_file()
+            },
+        },
     }
 
 
