@@ -160,7 +160,7 @@ class ApptainerEngine:
         self.network_isolated = True  # until the installation refuses --network none
         self._probed = False
         self._registry: dict[str, bool] = {}
-        self._lock = threading.Lock()  # the pipeline runs targets in threads
+        self._lock = threading.RLock()  # the pipeline runs targets in threads; builds probe
         # Every run's scratch folder starts with it: stop_all finds this engine's processes.
         self.session = uuid.uuid4().hex[:12]
 

@@ -29,7 +29,7 @@ if [ "${1:-}" = build ] && [ $# -ge 3 ]; then
   paths+=("w:$(dirname "${@: -2:1}")" "r:${*: -1}")
 fi
 if [ ${#paths[@]} -gt 0 ]; then
-  podman exec --user root "$HARNESS" cbuild-grant "${paths[@]}"
+  podman exec --user root --env "CBUILD_HARNESS_USER=$HARNESS_USER" "$HARNESS" cbuild-grant "${paths[@]}"
 fi
 cwd=$PWD
 [ -d "$cwd" ] || cwd=/tmp
