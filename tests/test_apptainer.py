@@ -27,6 +27,7 @@ from builder.engines.apptainer import (
     check_version,
     failing_section,
     parse_version,
+    registry_host,
     subuid_fix,
 )
 from builder.errors import EngineError
@@ -154,3 +155,11 @@ def test_subuid_fix_names_the_missing_line() -> None:
     assert "/etc/subuid and /etc/subgid have no line for alice (uid 1001)" in fix
     assert "`alice:100000:65536`" in fix
     assert subuid_fix("DEBUG [U=1000,P=1] all fine\n") is None
+
+
+def test_registry_host_of_a_reference() -> None:
+    assert registry_host("docker.io/library/debian:bookworm-slim") == "registry-1.docker.io"
+    assert registry_host("debian:bookworm-slim") == "registry-1.docker.io"
+    assert registry_host("library/debian") == "registry-1.docker.io"
+    assert registry_host("ghcr.io/org/img:1") == "ghcr.io"
+    assert registry_host("localhost:5000/img") == "localhost:5000"

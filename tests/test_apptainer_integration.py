@@ -289,3 +289,31 @@ def test_cli_images_build_with_apptainer(apptainer, sifs, apptainer_env) -> None
     rows = {r["target"]: r for r in json.loads(res.stdout)}
     assert {t: r["tag"] for t, r in rows.items()} == sifs
     assert not any(r["built"] for r in rows.values())
+
+
+def test_stop_all_ends_this_engines_runs(apptainer, sifs, tmp_path) -> None:
+    """What Ctrl-C does: the engine's running containers end at once, nothing is left."""
+    import threading
+
+    results = []
+    spec = RunSpec(image=sifs["gentoo2023-generic"], command=["sleep", "120"])
+    worker = threading.Thread(target=lambda: results.append(apptainer.run(spec, tmp_path / "l")))
+    t0 = time.monotonic()
+    worker.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not apptainer.stop_all():
+        time.sleep(0.5)
+    worker.join(timeout=30)
+    assert not worker.is_alive() and time.monotonic() - t0 < 60
+    assert results and results[0].exit_code != 0
+    mark = f"{apptainer.store / 'run' / apptainer.session}-"
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if mark in _read(p)]
+    assert left == []
+    assert not list((apptainer.store / "run").glob(f"{apptainer.session}-*"))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

@@ -123,11 +123,16 @@ def subuid_fix(probe_output: str) -> str | None:
     )
 
 
+def registry_host(ref: str) -> str:
+    """The host serving an image reference, as Docker reads one (no host part: Docker Hub)."""
+    first = ref.split("/", 1)[0]
+    host = first if "/" in ref and ("." in first or ":" in first or first == "localhost") else ""
+    return "registry-1.docker.io" if host in ("", "docker.io") else host
+
+
 def registry_answers(ref: str, timeout: float = 5) -> bool:
     """Whether the registry serving `ref` answers at all (any HTTP status, 401 included)."""
-    first = ref.split("/", 1)[0]
-    host = first if ("." in first or ":" in first) and "/" in ref else "docker.io"
-    host = "registry-1.docker.io" if host == "docker.io" else host
+    host = registry_host(ref)
     try:
         urllib.request.urlopen(f"https://{host}/v2/", timeout=timeout)
     except urllib.error.HTTPError:
