@@ -315,7 +315,8 @@ class Pipeline:
                 f"of {', '.join(excluded)}",
                 fix="pick targets with a Python the recipe allows, or widen [package] pythons",
             )
-        local = req.sdist is not None
+        # A pinned rebuild's source is the locked file, wherever the recipe says it came from.
+        local = req.sdist is not None or req.pinned is not None
         if gaps := sorted(
             {g for t in req.targets for g in recipe.for_target(t).not_built_yet(local)}
         ):
