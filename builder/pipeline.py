@@ -140,10 +140,15 @@ class WheelRequest:
     # A rebuild (cbuild rebuild/verify): exactly these sdist and build inputs, each checked
     # against its sha256, instead of resolving them again.
     pinned: pypi.Lock | None = None
+    # Wheel folders the runtime fetch reads before the index, in this order: the wheelhouse
+    # folders a node's pip reads, so that a dependency held (or just built) there is the one
+    # the test installs, including one that no index has.
+    find_links: tuple[Path, ...] = ()
 
 
 CA_PATH = "/cbuild/ca-bundle.crt"
 STORE_PATH = "/cbuild/store"
+LINKS_PATH = "/cbuild/links"  # WheelRequest.find_links, mounted read-only as 0, 1, ...
 
 
 def host_ca_bundle() -> Path | None:
@@ -397,6 +402,7 @@ class Pipeline:
                 req.cache,
                 work / "logs" / "fetch.log",
                 mounts=[built[0].wheel.parent],
+                links=req.find_links,
             )
             own = {r.wheel.name for r in built}
             for p in rt_deps.iterdir():
@@ -619,6 +625,7 @@ class Pipeline:
         log: Path,
         mounts: list[Path] = (),
         extra: tuple[str, ...] = (),
+        links: tuple[Path, ...] = (),
     ) -> Path:
         """Wheels for the image's Python, network on. Files fetched before come from the
         cache's wheel store (shared by targets and runs) instead of the network."""
@@ -630,6 +637,8 @@ class Pipeline:
         self._step("", f"fetch {', '.join(Path(r).name for r in requirements)}")
         ca = host_ca_bundle()
         ca_mounts = (Mount(ca, CA_PATH),) if ca else ()
+        links = [d for d in links if d.is_dir()]
+        link_args = [a for i in range(len(links)) for a in ("--find-links", f"{LINKS_PATH}/{i}")]
         res = self.engine.run(
             RunSpec(
                 image=image,
@@ -637,13 +646,16 @@ class Pipeline:
                     "sh",
                     "-c",
                     steps.fetch_wheels_script(
-                        requirements, "/cbuild/dl", ["--find-links", STORE_PATH, *extra]
+                        requirements,
+                        "/cbuild/dl",
+                        [*link_args, "--find-links", STORE_PATH, *extra],
                     ),
                 ],
                 mounts=(
                     Mount(dest, "/cbuild/dl", read_only=False),
                     Mount(store, STORE_PATH),
                     *(Mount(m, steps.IN_DIR) for m in mounts),
+                    *(Mount(d, f"{LINKS_PATH}/{i}") for i, d in enumerate(links)),
                     *ca_mounts,
                 ),
                 env={"PIP_CERT": CA_PATH} if ca else {},
@@ -659,7 +671,8 @@ class Pipeline:
                 "must be built first (add it to the wheelhouse)",
             )
         for p in dest.glob("*.whl"):
-            if not (store / p.name).exists():
+            # A wheelhouse's wheels stay out of the store: another wheelhouse must not get them.
+            if not (store / p.name).exists() and not any((d / p.name).exists() for d in links):
                 shutil.copyfile(p, store / f".{p.name}.tmp")
                 (store / f".{p.name}.tmp").replace(store / p.name)
         return dest
