@@ -289,6 +289,9 @@ cli_recipes.register(app)
 from builder import cli_batch  # noqa: E402
 
 cli_batch.register(app)
+from builder import cli_reproduce  # noqa: E402
+
+cli_reproduce.register(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry

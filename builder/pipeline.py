@@ -671,8 +671,10 @@ class Pipeline:
                 "must be built first (add it to the wheelhouse)",
             )
         for p in dest.glob("*.whl"):
-            # A wheelhouse's wheels stay out of the store: another wheelhouse must not get them.
-            if not (store / p.name).exists() and not any((d / p.name).exists() for d in links):
+            # Only the index's wheels are shared by runs: the wheel under test and a
+            # wheelhouse's stay out, or another wheelhouse's runs would find them there.
+            given = (*mounts, *links)
+            if not (store / p.name).exists() and not any((d / p.name).exists() for d in given):
                 shutil.copyfile(p, store / f".{p.name}.tmp")
                 (store / f".{p.name}.tmp").replace(store / p.name)
         return dest
