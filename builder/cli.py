@@ -211,10 +211,18 @@ def wheel_cmd(
     rebuild: Annotated[
         bool, typer.Option(help="Build even when a run with the same inputs is recorded.")
     ] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            help="First build, in dependency order, the dependencies the wheelhouse lacks "
+            "for the targets (without it they are listed)."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
     engine_name: EngineOpt = "auto",
 ) -> None:
     """Build, test and export PACKAGE VERSION for the chosen targets."""
+    from builder import recursive as recursive_mod
     from builder.pipeline import Pipeline, WheelRequest, default_cache
 
     try:
@@ -233,15 +241,23 @@ def wheel_cmd(
             rebuild=rebuild,
         )
         with TargetProgress(err, [t.id for t in ts]) as progress:
-            report = Pipeline(_engine(engine_name), progress).run(req)
+            outcome = recursive_mod.build(
+                Pipeline(_engine(engine_name), progress),
+                req,
+                recursive=recursive,
+                warn=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}"),
+            )
+        report = outcome.report
     except CbuildError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted:[/] containers removed, nothing exported")
         raise typer.Exit(130) from None
     if json_out:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps(outcome.as_dict(), indent=2))
     else:
+        for dep in outcome.dependencies:  # built first, for --recursive
+            _summary(dep, explain)
         _summary(report, explain)
     if not report.ok:
         err.print(f"[bold red]error:[/] {escape(report.error or '')}")
