@@ -703,7 +703,8 @@ def _root_requires(req: WheelRequest) -> Requires:
     try:
         return sdist_requires(_root_sdist(req))
     except (FetchError, BuildError, OSError) as exc:
-        return Requires((), False, f"unknown before the build (sdist not read: {exc})")
+        why = exc.message if isinstance(exc, CbuildError) else str(exc)
+        return Requires((), False, f"unknown before the build (sdist not read: {why})")
 
 
 def _root_sdist(req: WheelRequest) -> Path:
@@ -827,10 +828,10 @@ class _Recursive:
         )
         if not root:
             self.say(f"{' -> '.join(step.chain)}: {step.name} {step.version}")
+        t0 = time.time()
         report, exc = self._run(sub)
         ok = report is not None and report.ok
         if not step.requires.known:
-            t0 = self._t0
             wheels = _report_wheels(report) if report else _work_wheels(sub, t0)
             if wheels:
                 more = self._check_after(step, wheels)
@@ -852,7 +853,6 @@ class _Recursive:
         raise self._failed(step, report, exc)
 
     def _run(self, sub: WheelRequest) -> tuple[RunReport | None, CbuildError | None]:
-        self._t0 = time.time()
         try:
             return self.pipeline.run(sub), None
         except CbuildError as exc:

@@ -29,7 +29,7 @@ USESDEP = "usesdep-1.0+computecanada-py3-none-any.whl"
 USES_CODE = "from isafixture import vector_sum\n\n\ndef total(xs):\n    return vector_sum(xs)\n"
 
 
-def isadep_sdist(dest: Path) -> Path:
+def isadep_sdist(dest: Path, edits: dict[str, str] | None = None) -> Path:
     files: dict[str, str | bytes] = {
         p.relative_to(FIXTURE_SRC).as_posix(): p.read_bytes()
         for p in sorted(FIXTURE_SRC.rglob("*"))
@@ -41,6 +41,7 @@ def isadep_sdist(dest: Path) -> Path:
         .replace('name = "isafixture"', 'name = "isadep"')
     )
     files["PKG-INFO"] = pkg_info("isadep", "0.1.0", "2.2")
+    files.update(edits or {})
     return write_sdist(dest, "isadep", "0.1.0", files)
 
 
@@ -156,3 +157,20 @@ def test_requirements_unknown_before_the_build_are_checked_after_it(
             "generic/cbuildpuredep-1.0+computecanada-py3-none-any.whl",
             "generic/usesold-1.0+computecanada-py3-none-any.whl",
         ]
+
+
+def test_a_failing_dependency_stops_the_run_with_its_chain(
+    engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdists = [
+        isadep_sdist(tmp_path / "index", {"src/isafixture/_kernel.c": "#error broken kernel\n"}),
+        pure_sdist(tmp_path / "index", "usesdep", "1.0", ["isadep>=0.1"], code=USES_CODE),
+    ]
+    with LocalIndex(sdists) as index:
+        monkeypatch.setenv("CBUILD_PYPI_URL", index.url)
+        code, out, err = cbuild(tmp_path, "usesdep", "1.0", "--recursive")
+    assert code == 5, err
+    assert "error: usesdep -> isadep: build failed: gentoo2023-generic: build-failed" in err
+    assert "nothing of usesdep was built" in err
+    assert "PyPI: usesdep 1.0" not in err  # the dependent was not even fetched
+    assert listing(tmp_path / "wh") == []
