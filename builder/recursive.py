@@ -692,7 +692,7 @@ def build(
     wh = Wheelhouse.scan(req.wheelhouse, req.targets)
     if not recursive:
         return _listing(pipeline, req, requires, wh, edits, warn)
-    run = _Recursive(pipeline, req, edits, index or PyPIIndex(req.cache), warn)
+    run = _Recursive(pipeline, req, edits, index or PyPIIndex(req.cache))
     return run.go(requires, wh)
 
 
@@ -781,14 +781,11 @@ def _work_wheels(req: WheelRequest, since: float) -> list[Path]:
 
 
 class _Recursive:
-    def __init__(
-        self, pipeline: Pipeline, req: WheelRequest, edits: Edits, index: Index, warn: Warn
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, req: WheelRequest, edits: Edits, index: Index) -> None:
         self.pipeline = pipeline
         self.req = req
         self.edits = edits
         self.index = index
-        self.warn = warn
         self.built: list[RunReport] = []
         self.done: set[str] = set()
         self.nodes: dict[str, _Node] = {}
@@ -884,7 +881,11 @@ class _Recursive:
             why, code = report.error or "failed", 5
             if any(r.status in {"failed", "isa-leak"} for r in report.results):
                 code = 7
-            logs = [str(r.build_log or r.test_log) for r in report.results if r.status != "tested"]
+            logs = [
+                str(r.test_log if r.status in {"failed", "isa-leak"} else r.build_log)
+                for r in report.results
+                if r.status in {"build-failed", "failed", "isa-leak"}
+            ]
         else:
             assert exc is not None
             why, code, logs = exc.message, exc.exit_code, []
