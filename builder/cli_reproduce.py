@@ -95,7 +95,9 @@ def _plan(what, with_, cpu, wheelhouse, cache, engine_name):
     from builder import reproduce
 
     cli = _cli()
-    if what.endswith(".whl") or Path(what).is_file():  # bad input before any engine
+    if cpu:  # bad input before any engine
+        reproduce.cpu_level(cpu)
+    if what.endswith(".whl") or Path(what).is_file():
         reproduce.load_manifest(
             Path(what), reproduce.NEEDED_TO_RUN, "`cbuild run WHEEL`", reproduce.RUN_OTHERWISE
         )

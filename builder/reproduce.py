@@ -332,7 +332,7 @@ class RunPlan:
         return self.cpu.qemu_cpu if self.cpu else None
 
 
-def _cpu_level(name: str) -> Level:
+def cpu_level(name: str) -> Level:
     try:
         lv = level(name)
     except KeyError as exc:
@@ -381,7 +381,7 @@ def plan_run(
     progress: Progress,
 ) -> RunPlan:
     """Resolve TARGET|WHEEL, the --with items and --cpu; build or find the image."""
-    cpu_level = _cpu_level(cpu) if cpu else None
+    emulated = cpu_level(cpu) if cpu else None
     notes: list[str] = []
     installs: list[str] = []
     with_files: list[Path] = []
@@ -446,7 +446,7 @@ def plan_run(
     store.mkdir(parents=True, exist_ok=True)
     mounts.append(Mount(store.resolve(), STORE_DIR))
     find_links.append(STORE_DIR)
-    if cpu_level is not None:
+    if emulated is not None:
         mounts.append(Mount(qemu_binary(), QEMU_PATH))
     return RunPlan(
         target,
@@ -454,7 +454,7 @@ def plan_run(
         installs,
         find_links,
         mounts,
-        cpu_level,
+        emulated,
         notes,
         resolved,
         wheelhouse,
@@ -742,6 +742,7 @@ def prepare_shell(engine: Engine, plan: RunPlan, *, cache: Path, progress: Progr
 
 __all__ = [
     "ManifestError",
+    "cpu_level",
     "RunOutcome",
     "RunPlan",
     "SetupError",

@@ -41,6 +41,7 @@ from builder.reproduce import (
     recipe_from_manifest,
     search_folders,
     target_from_manifest,
+    wheelhouse_root,
 )
 from builder.targets import Target
 from builder.targets import resolve as resolve_targets
@@ -432,10 +433,14 @@ def rebuild(
     t0 = time.monotonic()
     try:
         recipe, recipes_dir, notes = recipe_from_manifest(manifest, folder, recipes)
+        notes += _placed_notes(wheel, manifest)
         spec = target_spec(recipe, target)
         _, inotes = image_for_target(engine, spec, lambda m: progress(target.id, m), manifest)
         notes += inotes
         _seed(cache, folder / "cache", list(lock.entries))
+        # The rebuilt wheel's test takes its dependencies where the placed one's did.
+        root = wheelhouse_root(wheel, target_from_manifest(manifest))
+        links = tuple(root / f for f in search_folders(target)) if root else ()
         req = WheelRequest(
             manifest["package"],
             manifest["version"],
@@ -446,6 +451,7 @@ def rebuild(
             sdist=sdist,
             rebuild=True,
             pinned=pinned,
+            find_links=links,
         )
         report = Pipeline(engine, progress).run(req)
         r = report.results[0]
@@ -476,6 +482,23 @@ def rebuild(
 def cleanup(rebuilt: Rebuilt, keep: bool = False) -> None:
     if not keep:
         shutil.rmtree(rebuilt.folder, ignore_errors=True)
+
+
+def _placed_notes(wheel: Path, manifest: dict[str, Any]) -> list[str]:
+    """Changes to the wheel since it was built: a rebuild gives the wheel as built."""
+    notes = []
+    if edits := manifest.get("edits"):
+        flat = "; ".join(str(c) for change in edits for c in (change or ["?"]))
+        notes.append(
+            f"the wheel was edited after it was built ({flat}): a rebuild gives the wheel "
+            "before those edits"
+        )
+    if pypi.sha256_of(wheel) != manifest["sha256"]:
+        notes.append(
+            f"the wheel is not the one its manifest records (sha256 {manifest['sha256'][:16]}): "
+            "it was changed after it was placed"
+        )
+    return notes
 
 
 def _provenance_notes(
