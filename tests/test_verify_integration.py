@@ -11,6 +11,7 @@ every build's .so differs in .rodata, and verify must say so.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,9 +44,15 @@ SO = "isafixture/_kernel.cpython-311-x86_64-linux-gnu.so"
 TARGET = "gentoo2023-x86-64-v3"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`tmp`: the temporary folder of the rebuild, which a failed rebuild keeps for its logs."""
+    env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None
     return subprocess.run(
-        [sys.executable, "-m", "builder", *args], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "builder", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
 
 
@@ -180,8 +187,9 @@ def test_rebuild_refuses_a_build_input_that_is_not_the_locked_one(placed, tmp_pa
         e["sha256"] = "0" * 64
 
     wheel = _copy(placed, tmp_path / "w", wrong_setuptools)
-    res = cli("verify", str(wheel), "--cache", str(cache_of(placed)))
+    res = cli("verify", str(wheel), "--cache", str(cache_of(placed)), tmp=tmp_path)
     assert res.returncode == 3, res.stderr
+    assert "rebuild folder kept for its logs: " + str(tmp_path) in res.stderr
     assert "the build inputs differ from the locked ones" in res.stderr
     assert "the lock says " + "0" * 64 in res.stderr
 
@@ -192,7 +200,7 @@ def test_rebuild_without_the_locked_sdist_says_where_to_put_it(placed, tmp_path)
         e["url"] = (tmp_path / "nowhere" / e["filename"]).as_uri()
 
     wheel = _copy(placed, tmp_path / "w", gone)
-    res = cli("rebuild", str(wheel), "--cache", str(tmp_path / "empty-cache"))
+    res = cli("rebuild", str(wheel), "--cache", str(tmp_path / "empty-cache"), tmp=tmp_path)
     assert res.returncode == 3, res.stderr
     assert "the locked sdist isafixture-0.1.0.tar.gz could not be had" in res.stderr
     assert "pass it with --sdist" in res.stderr
