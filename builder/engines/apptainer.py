@@ -158,7 +158,14 @@ class ApptainerEngine:
             raise EngineError(
                 f"no Apptainer: {found}no `singularity` command on PATH", fix=NO_APPTAINER_FIX
             )
-        self.version = check_version(Client.version() or "")
+        answer = Client.version()
+        if isinstance(answer, dict):  # spython's shape for a command that failed
+            raise EngineError(
+                "`singularity --version` failed: "
+                + "".join(answer.get("message", [])).strip()[:300],
+                fix=NO_APPTAINER_FIX,
+            )
+        self.version = check_version(answer or "")
         self.store = (store or default_store()).resolve()
         self.min_free = min_free
         self.fakeroot = True  # known after the probe: whether Apptainer runs as non-root

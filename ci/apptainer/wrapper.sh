@@ -31,8 +31,10 @@ fi
 if [ ${#paths[@]} -gt 0 ]; then
   podman exec --user root --env "CBUILD_HARNESS_USER=$HARNESS_USER" "$HARNESS" cbuild-grant "${paths[@]}"
 fi
-cwd=$PWD
-[ -d "$cwd" ] || cwd=/tmp
 envs=()
 while IFS= read -r kv; do envs+=(--env "$kv"); done < <(env | grep -E '^(APPTAINER|SINGULARITY)' || true)
-exec podman exec -i --user "$HARNESS_USER" --workdir "$cwd" "${envs[@]}" "$HARNESS" apptainer "$@"
+# The caller's folder where the harness binds it (the repo, /tmp, the caches), else /tmp: the
+# test must happen inside the harness, whose folders are not the host's.
+# shellcheck disable=SC2016
+exec podman exec -i --user "$HARNESS_USER" "${envs[@]}" "$HARNESS" \
+  sh -c 'cd "$1" 2>/dev/null || cd /tmp; shift; exec apptainer "$@"' sh "$PWD" "$@"
