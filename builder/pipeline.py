@@ -278,7 +278,7 @@ def new_workdir(folder: Path, keep: int = 3) -> Path:
     """A fresh work folder for this run (runs of the same package never share one), beside
     the last `keep` runs' folders, whose logs the messages of those runs point at."""
     folder.mkdir(parents=True, exist_ok=True)
-    old = sorted(p for p in folder.iterdir() if p.is_dir())
+    old = sorted(p for p in folder.iterdir() if p.is_dir() and p.name[:1].isdigit())
     for p in old[: max(0, len(old) - keep + 1)]:
         shutil.rmtree(p, ignore_errors=True)
     work = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
