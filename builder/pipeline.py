@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -380,40 +381,44 @@ class Pipeline:
                 req.jobs,
             )
 
+        # Runtime dependencies are fetched once, for the first wheel whose test comes up.
+        rt_guard, rt_deps, rt_fetched = threading.Lock(), work / "deps-runtime", []
+
+        def runtime_deps(r: TargetResult) -> Path:
+            with rt_guard:  # a failed fetch raises here for every test that needs it
+                if not rt_fetched:
+                    self._fetch(
+                        first,
+                        [f"{steps.IN_DIR}/{r.wheel.name}", *recipe.test_requires],
+                        rt_deps,
+                        req.cache,
+                        work / "logs" / "fetch.log",
+                        mounts=[r.wheel.parent],
+                        links=req.find_links,
+                    )
+                    dist = r.wheel.name.split("-")[0]
+                    for p in rt_deps.iterdir():  # the wheel under test came along: not a dep
+                        if p.name.split("-")[0] == dist:
+                            p.unlink()
+                    lock.extend(pypi.lock_entries_from_dir(rt_deps, "runtime"))
+                    rt_fetched.append(True)
+            return rt_deps
+
+        def test(r: TargetResult) -> None:
+            self._test(r, images[r.target.id], recipe, runtime_deps(r), work)
+
         # A source with no native code builds once; every target then tests that one wheel.
-        pure_source = not has_native_sources(sdist)
-        if pure_source and len(results) > 1:
+        if not has_native_sources(sdist) and len(results) > 1:
             build(results[0])
             if results[0].is_pure:
                 for r in results[1:]:
                     r.adopt(results[0])
+                self._build_and_test(build, test, [], results, req.jobs)
             else:
-                self._parallel(build, results[1:], req.jobs)
+                self._build_and_test(build, test, results[1:], results[:1], req.jobs)
         else:
-            self._parallel(build, results, req.jobs)
-
-        built = [r for r in results if r.wheel]
-        rt_deps = work / "deps-runtime"
-        if built:
-            rt_deps = self._fetch(
-                first,
-                [f"{steps.IN_DIR}/{built[0].wheel.name}", *recipe.test_requires],
-                rt_deps,
-                req.cache,
-                work / "logs" / "fetch.log",
-                mounts=[built[0].wheel.parent],
-                links=req.find_links,
-            )
-            own = {r.wheel.name for r in built}
-            for p in rt_deps.iterdir():
-                if p.name in own:
-                    p.unlink()
-            lock += pypi.lock_entries_from_dir(rt_deps, "runtime")
+            self._build_and_test(build, test, results, [], req.jobs)
         (work / "lock.json").write_text(pypi.Lock(tuple(lock)).to_json())
-
-        self._parallel(
-            lambda r: self._test(r, images[r.target.id], recipe, rt_deps, work), built, req.jobs
-        )
 
         report = RunReport(
             release.name, release.version, results, [asdict(e) for e in lock], [], work, ok=False
@@ -438,24 +443,44 @@ class Pipeline:
         _record_run(req, keys, lock, report)
         return report
 
-    def _parallel(
-        self, fn: Callable[[TargetResult], None], items: list[TargetResult], jobs: int = 1
+    def _build_and_test(
+        self,
+        build: Callable[[TargetResult], None],
+        test: Callable[[TargetResult], None],
+        to_build: list[TargetResult],
+        built: list[TargetResult],
+        jobs: int,
     ) -> None:
-        """Run fn over the targets, `jobs` at a time; each writes its own log. Ctrl-C or an
-        error in one stops the rest; every container is removed by the engine's run()."""
-        if jobs <= 1 or len(items) <= 1:
-            for r in items:
-                fn(r)
+        """Build, then test, `jobs` at a time, each target's test queued as soon as its build
+        is done (so a test overlaps the next build). Ctrl-C or an error stops the rest, and
+        the engine removes this run's containers at once."""
+        if jobs <= 1:
+            for r in to_build:
+                build(r)
+            for r in [*built, *to_build]:
+                if r.wheel:
+                    test(r)
             return
+        guard = threading.Lock()
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cbuild") as pool:
-            futures = [pool.submit(fn, r) for r in items]
+            tests = [pool.submit(test, r) for r in built if r.wheel]
+
+            def build_then_test(r: TargetResult) -> None:
+                build(r)
+                if r.wheel:
+                    with guard:
+                        tests.append(pool.submit(test, r))
+
+            builds = [pool.submit(build_then_test, r) for r in to_build]
             try:
-                for f in futures:
+                for f in builds:
+                    f.result()
+                for f in list(tests):  # complete: every build has queued its test
                     f.result()
             except BaseException:
-                for f in futures:
+                for f in [*builds, *tests]:
                     f.cancel()
-                # The other workers are blocked on their containers' output: removing the
+                # The other workers are blocked on their containers: removing the
                 # containers ends them now instead of when their builds finish.
                 self.engine.stop_all()
                 raise

@@ -402,3 +402,24 @@ def test_recipe_system_library_gets_an_image_of_its_own(engine, tmp_path) -> Non
     plain = spec_for(resolve(["gentoo2023-x86-64-v3"])[0])
     assert manifest["image_spec_hash"] != plain.hash  # libfftw3-dev: another definition
     assert manifest["image"].endswith(":" + manifest["image_spec_hash"])
+
+
+def test_c_extension_without_a_recipe_builds_with_defaults(
+    engine, cache, sdist_factory, tmp_path
+) -> None:
+    """No recipe: the import test takes its names from the wheel's top-level modules."""
+    empty = tmp_path / "no-recipes"
+    empty.mkdir()
+    report = run(
+        engine,
+        sdist_factory(),
+        tmp_path,
+        cache,
+        recipes_dir=empty,
+        targets=resolve(["gentoo2023-generic"]),
+    )
+    assert report.ok, report.error
+    r = report.results[0]
+    assert r.status == "tested"
+    assert "import isafixture" in r.test_log.read_text()
+    assert listing(tmp_path / "wheelhouse")[-1] == f"gentoo2023/generic/{WHEEL}.json"
