@@ -333,6 +333,9 @@ class Pipeline:
         if not req.rebuild and (done := self._up_to_date(req, recipe)):
             return done
         release, sdist = self._source(req)
+        # Cached by an older cbuild as 0600: an engine whose container user is not ours
+        # (Apptainer's) must read it like any input.
+        sdist.chmod(sdist.stat().st_mode | 0o444)
         facts = pypi.sdist_facts(sdist)
         work = new_workdir(req.cache / "work" / f"{release.name}-{release.version}")
         results = [TargetResult(t) for t in req.targets]

@@ -164,7 +164,7 @@ def failed_step(output: str) -> str:
 def failure_excerpt(output: str, errors: int = 8, tail: int = 6) -> str:
     """What a person needs from a failed build's log: the compiler's own error lines (pip's
     verbose output buries them) and the last lines."""
-    lines = output.rstrip().splitlines()
+    lines = [ln for ln in output.rstrip().splitlines() if not ln.startswith("::cbuild-")]
     found = [ln for ln in lines if "error:" in ln or "Error:" in ln][:errors]
     last = [ln for ln in lines[-tail:] if ln not in found]
     return "\n".join("    " + ln.strip() for ln in [*found, *last])
