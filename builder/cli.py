@@ -211,6 +211,9 @@ def wheel_cmd(
     rebuild: Annotated[
         bool, typer.Option(help="Build even when a run with the same inputs is recorded.")
     ] = False,
+    ccache: Annotated[
+        bool, typer.Option(help="A compiler cache per target, kept in the cache folder.")
+    ] = False,
     recursive: Annotated[
         bool,
         typer.Option(
@@ -239,6 +242,7 @@ def wheel_cmd(
             sdist,
             jobs=max(1, jobs if jobs is not None else min(os.cpu_count() or 1, len(ts))),
             rebuild=rebuild,
+            ccache=ccache,
         )
         with TargetProgress(err, [t.id for t in ts]) as progress:
             outcome = recursive_mod.build(

@@ -137,6 +137,7 @@ class WheelRequest:
     strict: bool = False
     sdist: Path | None = None  # a local source instead of PyPI's
     jobs: int = 1  # targets built and tested at once
+    ccache: bool = False  # a compiler cache per target, kept in the cache folder
     rebuild: bool = False  # ignore a recorded run with the same build keys
     # A rebuild (cbuild rebuild/verify): exactly these sdist and build inputs, each checked
     # against its sha256, instead of resolving them again.
@@ -149,6 +150,8 @@ class WheelRequest:
 
 CA_PATH = "/cbuild/ca-bundle.crt"
 STORE_PATH = "/cbuild/store"
+CCACHE_PATH = "/cbuild/ccache"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LINKS_PATH = "/cbuild/links"  # WheelRequest.find_links, mounted read-only as 0, 1, ...
 
 
@@ -196,12 +199,15 @@ def has_native_sources(sdist: Path) -> bool:
     )
 
 
-def target_spec(recipe: Recipe, target: Target) -> ImageSpec:
-    """The image a recipe builds a target in: the target's, plus the recipe's apt packages."""
-    return spec_for(target, recipe.for_target(target).apt)
+def target_spec(recipe: Recipe, target: Target, ccache: bool = False) -> ImageSpec:
+    """The image a recipe builds a target in: the target's, plus the recipe's apt packages
+    (and ccache when asked for: its own image, so the default images stay as they are)."""
+    return spec_for(target, (*recipe.for_target(target).apt, *(("ccache",) if ccache else ())))
 
 
-def build_key(recipe: Recipe, lock: list[pypi.LockEntry], target: Target) -> str:
+def build_key(
+    recipe: Recipe, lock: list[pypi.LockEntry], target: Target, ccache: bool = False
+) -> str:
     """The hash of everything that decides a build's bits: the recipe as resolved, the pinned
     inputs, the image definition, the target and its flags, and the step scripts' version."""
     payload = {
@@ -217,7 +223,7 @@ def build_key(recipe: Recipe, lock: list[pypi.LockEntry], target: Target) -> str
         "inputs": sorted(
             (e.kind, e.filename, e.sha256) for e in lock if e.kind in ("sdist", "build")
         ),
-        "image": target_spec(recipe, target).hash,
+        "image": target_spec(recipe, target, ccache).hash,
         "target": target.as_dict(),
         "steps": steps.STEPS_VERSION,
     }
@@ -354,7 +360,7 @@ class Pipeline:
         for t in req.targets:
             self._step(t.id, "image")
             images[t.id] = self.engine.build_image(
-                target_spec(recipe, t), lambda m, i=t.id: self._step(i, m)
+                target_spec(recipe, t, req.ccache), lambda m, i=t.id: self._step(i, m)
             )
 
         first = images[req.targets[0].id]
@@ -368,7 +374,7 @@ class Pipeline:
                 first, build_requires, work / "deps-build", req.cache, work / "logs" / "fetch.log"
             )
         lock += pypi.lock_entries_from_dir(build_deps, "build")
-        keys = {t.id: build_key(recipe.for_target(t), lock, t) for t in req.targets}
+        keys = {t.id: build_key(recipe.for_target(t), lock, t, req.ccache) for t in req.targets}
 
         def build(r: TargetResult) -> None:
             r.build_key = keys[r.target.id]
@@ -382,6 +388,7 @@ class Pipeline:
                 build_deps,
                 work,
                 req.jobs,
+                req.cache / "ccache" / r.target.id if req.ccache else None,
             )
 
         # Runtime dependencies are fetched once, for the first wheel whose test comes up.
@@ -500,7 +507,7 @@ class Pipeline:
             for e in pypi.Lock.from_json(lock_file.read_text()).entries
             if e.kind in ("sdist", "build")
         ]
-        keys = {t.id: build_key(recipe.for_target(t), lock, t) for t in req.targets}
+        keys = {t.id: build_key(recipe.for_target(t), lock, t, req.ccache) for t in req.targets}
         record = req.cache / "runs" / f"{run_key(keys, req.wheelhouse)}.json"
         if not record.is_file():
             return None
@@ -718,6 +725,7 @@ class Pipeline:
         deps: Path,
         work: Path,
         jobs: int,
+        ccache: Path | None = None,
     ) -> None:
         t = r.target
         tid = t.id
@@ -739,6 +747,11 @@ class Pipeline:
             ),
             **recipe.env,
         }
+        if ccache is not None:
+            # Debian's masquerade folder puts ccache in front of gcc/g++ by name; objects come
+            # out the same, from the cache or the compiler.
+            ccache.mkdir(parents=True, exist_ok=True)
+            env |= {"PATH": f"/usr/lib/ccache:{DEFAULT_PATH}", "CCACHE_DIR": CCACHE_PATH}
         self._step(tid, "build (network off)")
         t0 = time.monotonic()
         script = steps.build_script(
@@ -763,6 +776,7 @@ class Pipeline:
                     Mount(deps, DEPS_DIR),
                     Mount(out, OUT_DIR, read_only=False),
                     *([Mount(recipe.patches_dir, steps.PATCHES_DIR)] if recipe.patches else []),
+                    *([Mount(ccache, CCACHE_PATH, read_only=False)] if ccache else []),
                 ),
                 network=False,
             ),
@@ -889,7 +903,7 @@ class Pipeline:
                 lock,
                 images[res.target.id],
                 self.engine,
-                target_spec(recipe, res.target).hash,
+                target_spec(recipe, res.target, req.ccache).hash,
             )
             manifest.update(_provenance(res, recipe))
             dest = req.wheelhouse / d.folder / f"{d.wheel_name}.json"

@@ -423,3 +423,28 @@ def test_c_extension_without_a_recipe_builds_with_defaults(
     assert r.status == "tested"
     assert "import isafixture" in r.test_log.read_text()
     assert listing(tmp_path / "wheelhouse")[-1] == f"gentoo2023/generic/{WHEEL}.json"
+
+
+def test_ccache_gives_the_same_bits_and_fills_its_cache(
+    engine, all_targets_run, tmp_path, sdist_factory
+) -> None:
+    first, _ = all_targets_run
+    cache = tmp_path / "cache"
+    v3 = resolve(["gentoo2023-x86-64-v3"])
+    report = run(engine, sdist_factory(), tmp_path, cache, targets=v3, ccache=True)
+    assert report.ok, report.error
+    objects = list((cache / "ccache" / "gentoo2023-x86-64-v3").rglob("*"))
+    assert any(p.is_file() and p.stat().st_size > 1000 for p in objects)  # compiled results
+    again = run(
+        engine,
+        sdist_factory(),
+        tmp_path,
+        cache,
+        targets=v3,
+        ccache=True,
+        rebuild=True,
+        wheelhouse=tmp_path / "wh2",
+    )
+    assert again.ok, again.error
+    before = {r.target.id: r.sha256 for r in first.results}
+    assert report.results[0].sha256 == again.results[0].sha256 == before["gentoo2023-x86-64-v3"]
