@@ -58,7 +58,7 @@ def _pick_targets(target: list[str] | None, all_targets: bool) -> list[targets_m
 
 def _progress(tid: str, msg: str) -> None:
     stamp = time.strftime("%H:%M:%S")
-    err.print(f"[dim]{stamp}[/] [cyan]{tid or 'cbuild'}[/] {msg}")
+    err.print(f"[dim]{stamp}[/] [cyan]{tid or 'cbuild'}[/] {escape(msg)}")
 
 
 EngineOpt = Annotated[
