@@ -16,7 +16,7 @@ import re
 import stat
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -392,39 +392,14 @@ def repair_wheel(
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         final = out_dir / str(new)
-        tmp = out_dir / f".{final.name}.tmp-{os.getpid()}"
         date_time = time.gmtime(max(source_date_epoch, _ZIP_EPOCH))[:6]
-        try:
-            with open(tmp, "wb") as raw, zipfile.ZipFile(raw, "w") as zout:
-                record = []
-                for name in order:
-                    src_info = entries[name]
-                    executable = bool((src_info.external_attr >> 16) & 0o111)
-                    mode = 0o755 if executable or _is_shared_lib(name) else 0o644
-                    data = replaced.get(src_info.filename)
-                    size = src_info.file_size if data is None else len(data)
-                    zi = _zipinfo(name, date_time, mode, size)
-                    h = hashlib.sha256()
-                    size = 0
-                    with zout.open(zi, "w") as dst:
-                        chunks = [data] if data is not None else _read_chunks(zin, src_info)
-                        for chunk in chunks:
-                            h.update(chunk)
-                            size += len(chunk)
-                            dst.write(chunk)
-                    record.append((name, _record_hash(h.digest()), str(size)))
-                record.append((f"{new_info}/RECORD", "", ""))
-                buf = io.StringIO()
-                csv.writer(buf, lineterminator="\n").writerows(record)
-                data = buf.getvalue().encode()
-                zi = _zipinfo(f"{new_info}/RECORD", date_time, 0o644, len(data))
-                zout.writestr(zi, data)
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        def zipinfo(name: str, src: zipfile.ZipInfo | None, size: int) -> zipfile.ZipInfo:
+            executable = src is not None and bool((src.external_attr >> 16) & 0o111)
+            mode = 0o755 if executable or (src is not None and _is_shared_lib(name)) else 0o644
+            return _zipinfo(name, date_time, mode, size)
+
+        write_wheel(final, zin, entries, order, replaced, f"{new_info}/RECORD", zipinfo)
 
     name, _, _, parsed_tags = parse_wheel_filename(final.name)
     return RepairResult(
@@ -456,6 +431,47 @@ def _python_tag(wheel: str, shared_libs: list[str]) -> str:
         fix="build it as a platform wheel for one Python (a setuptools distribution with "
         "ext_modules, or has_ext_modules returning True), then repair it",
     )
+
+
+def write_wheel(
+    final: Path,
+    zin: zipfile.ZipFile,
+    entries: dict[str, zipfile.ZipInfo],
+    order: list[str],
+    replaced: dict[str, bytes],
+    record_name: str,
+    zipinfo: Callable[[str, zipfile.ZipInfo | None, int], zipfile.ZipInfo],
+) -> None:
+    """Write `entries` (new name -> member of `zin`) in `order`, with the contents of
+    `replaced` (old name -> bytes) where given, then a RECORD of what was written. The file
+    is made beside `final` and renamed over it only once complete and synced. `zipinfo`
+    (name, source member or None for RECORD, size) decides times and modes."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as raw, zipfile.ZipFile(raw, "w") as zout:
+            record = []
+            for name in order:
+                src = entries[name]
+                data = replaced.get(src.filename)
+                zi = zipinfo(name, src, src.file_size if data is None else len(data))
+                h, size = hashlib.sha256(), 0
+                with zout.open(zi, "w") as dst:
+                    for chunk in [data] if data is not None else _read_chunks(zin, src):
+                        h.update(chunk)
+                        size += len(chunk)
+                        dst.write(chunk)
+                record.append((name, _record_hash(h.digest()), str(size)))
+            record.append((record_name, "", ""))
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(record)
+            data = buf.getvalue().encode()
+            zout.writestr(zipinfo(record_name, None, len(data)), data)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _zipinfo(name: str, date_time: tuple[int, ...], mode: int, size: int) -> zipfile.ZipInfo:

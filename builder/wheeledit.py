@@ -13,10 +13,7 @@ name); a suffix is appended in the same escaped form.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
-import hashlib
-import io
 import json
 import os
 import re
@@ -39,13 +36,12 @@ from builder.repair import (
     _field_key,
     _field_value,
     _members,
-    _read_chunks,
-    _record_hash,
     _split_headers,
     _WheelName,
     _zip_order,
     wheel_content_digest,
     wheel_sha256,
+    write_wheel,
 )
 
 RENAME = "->"
@@ -346,44 +342,20 @@ def edit_wheel(
         entries = {rename(n): i for n, i in members.items() if n not in dropped}
         order = sorted(entries, key=lambda n: _zip_order(n, new_info))
         out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / f".{final.name}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as raw, zipfile.ZipFile(raw, "w") as zout:
-                record = []
-                for n in order:
-                    src_info = entries[n]
-                    zi = zipfile.ZipInfo(n, date_time=src_info.date_time)
-                    # Kept from the source: modes and times, so an edit changes only what it must.
-                    zi.create_system = src_info.create_system
-                    zi.external_attr = src_info.external_attr
-                    zi.compress_type = zipfile.ZIP_DEFLATED
-                    zi._compresslevel = _COMPRESSLEVEL  # type: ignore[attr-defined]
-                    data = replaced.get(src_info.filename)
-                    zi.file_size = src_info.file_size if data is None else len(data)
-                    h = hashlib.sha256()
-                    size = 0
-                    with zout.open(zi, "w") as dst:
-                        for chunk in [data] if data is not None else _read_chunks(zin, src_info):
-                            h.update(chunk)
-                            size += len(chunk)
-                            dst.write(chunk)
-                    record.append((n, _record_hash(h.digest()), str(size)))
-                record.append((f"{new_info}/RECORD", "", ""))
-                buf = io.StringIO()
-                csv.writer(buf, lineterminator="\n").writerows(record)
-                meta_info = members[f"{info}/METADATA"]
-                zi = zipfile.ZipInfo(f"{new_info}/RECORD", date_time=meta_info.date_time)
-                zi.create_system = meta_info.create_system
-                zi.external_attr = meta_info.external_attr
-                zi.compress_type = zipfile.ZIP_DEFLATED
-                zi._compresslevel = _COMPRESSLEVEL  # type: ignore[attr-defined]
-                zout.writestr(zi, buf.getvalue().encode())
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        meta_info = members[f"{info}/METADATA"]
+
+        def zipinfo(name: str, src: zipfile.ZipInfo | None, size: int) -> zipfile.ZipInfo:
+            # Kept from the source: modes and times, so an edit changes only what it must
+            # (RECORD takes METADATA's).
+            like = src or meta_info
+            zi = zipfile.ZipInfo(name, date_time=like.date_time)
+            zi.create_system, zi.external_attr = like.create_system, like.external_attr
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zi._compresslevel = _COMPRESSLEVEL  # type: ignore[attr-defined]
+            zi.file_size = size
+            return zi
+
+        write_wheel(final, zin, entries, order, replaced, f"{new_info}/RECORD", zipinfo)
     if in_place and final.resolve() != src.resolve():
         src.unlink()  # only now: the edited wheel is complete under its new name
     _move_manifest(src, final, changes, in_place)
