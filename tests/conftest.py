@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 FIXTURE_SRC = Path(__file__).parent / "fixtures" / "isafixture"
+FIXTURE_RECIPE = Path(__file__).parent / "fixtures" / "recipes" / "isafixture.toml"
 FIXTURE_MTIME = 1_700_000_000
 
 

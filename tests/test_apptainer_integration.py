@@ -24,22 +24,13 @@ from builder.errors import EngineError
 from builder.imagespec import spec_for
 from builder.pipeline import Pipeline, RunReport, WheelRequest
 from builder.targets import all_targets, resolve
+from tests.conftest import FIXTURE_RECIPE
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = REPO / "ci" / "apptainer-harness.sh"
-RECIPE = """\
-[package]
-name = "isafixture"
-import_names = ["isafixture"]
-
-[test]
-commands = [
-    'python -c "import isafixture; assert isafixture.vector_sum([1.0] * 9 + [0.5] * 4) == 11.0"',
-    'python -c "import isafixture; print(isafixture.compiled_level())"',
-]
-"""
+RECIPE = FIXTURE_RECIPE.read_text()  # the fixture's recipe, as the bench uses it
 
 
 def _unavailable(reason: str) -> None:

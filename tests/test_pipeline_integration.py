@@ -20,20 +20,11 @@ from builder.errors import PlacementError
 from builder.levels import level
 from builder.pipeline import Pipeline, RunReport, WheelRequest
 from builder.targets import all_targets, resolve
+from tests.conftest import FIXTURE_RECIPE
 
 pytestmark = pytest.mark.integration
 
-RECIPE = """\
-[package]
-name = "isafixture"
-import_names = ["isafixture"]
-
-[test]
-commands = [
-    'python -c "import isafixture; assert isafixture.vector_sum([1.0] * 9 + [0.5] * 4) == 11.0"',
-    'python -c "import isafixture; print(isafixture.compiled_level())"',
-]
-"""
+RECIPE = FIXTURE_RECIPE.read_text()  # the fixture's recipe, as the bench uses it
 WHEEL = "isafixture-0.1.0+computecanada-cp311-cp311-linux_x86_64.whl"
 
 
