@@ -227,8 +227,7 @@ def run_local(entries: list[BatchEntry], build: Callable[[BatchEntry], Any]) -> 
             continue
         secs = time.monotonic() - t0
         if not report.ok:
-            code = 7 if any(r.status in {"failed", "isa-leak"} for r in report.results) else 5
-            yield Outcome(e, "failed", secs, report, report.error, None, code)
+            yield Outcome(e, "failed", secs, report, report.error, None, report.exit_code)
         elif all(r.status == "up to date" for r in report.results):
             yield Outcome(e, "up to date", secs, report)
         else:

@@ -265,9 +265,7 @@ def wheel_cmd(
         _summary(report, explain)
     if not report.ok:
         err.print(f"[bold red]error:[/] {escape(report.error or '')}")
-        raise typer.Exit(
-            7 if any(r.status in {"failed", "isa-leak"} for r in report.results) else 5
-        )
+        raise typer.Exit(report.exit_code)
 
 
 def _summary(report, explain: bool) -> None:

@@ -50,6 +50,7 @@ _NETWORK_SIGNS = (
     "No matching distribution found",
 )
 
+TEST_FAILED = frozenset({"failed", "isa-leak"})  # statuses of a wheel that failed its test
 Progress = Callable[[str, str], None]  # (target id or "", message)
 
 
@@ -111,6 +112,15 @@ class RunReport:
     workdir: Path
     ok: bool
     error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0, or why nothing was exported: a failed test or ISA leak, else a failed build."""
+        if self.ok:
+            return 0
+        if any(r.status in TEST_FAILED for r in self.results):
+            return TestFailure.exit_code
+        return BuildError.exit_code
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -433,7 +443,7 @@ class Pipeline:
         report = RunReport(
             release.name, release.version, results, [asdict(e) for e in lock], [], work, ok=False
         )
-        failed = [r for r in results if r.status in {"build-failed", "failed", "isa-leak"}]
+        failed = [r for r in results if r.status in {"build-failed", *TEST_FAILED}]
         untested = [r for r in results if r.status == "not-tested"]
         if failed:
             report.error = (
@@ -1021,5 +1031,4 @@ __all__ = [
     "default_cache",
     "CbuildError",
     "ConfigError",
-    "TestFailure",
 ]

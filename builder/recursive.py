@@ -45,7 +45,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder import pypi, repair, wheeledit
 from builder.errors import BuildError, CbuildError, ConfigError, FetchError
-from builder.pipeline import Pipeline, RunReport, WheelRequest
+from builder.pipeline import TEST_FAILED, Pipeline, RunReport, WheelRequest
 from builder.recipes import load_recipe
 from builder.targets import Target
 
@@ -878,13 +878,11 @@ class _Recursive:
         self, step: Step, report: RunReport | None, exc: CbuildError | None
     ) -> DependencyError:
         if report is not None:
-            why, code = report.error or "failed", 5
-            if any(r.status in {"failed", "isa-leak"} for r in report.results):
-                code = 7
+            why, code = report.error or "failed", report.exit_code
             logs = [
-                str(r.test_log if r.status in {"failed", "isa-leak"} else r.build_log)
+                str(r.test_log if r.status in TEST_FAILED else r.build_log)
                 for r in report.results
-                if r.status in {"build-failed", "failed", "isa-leak"}
+                if r.status in {"build-failed", *TEST_FAILED}
             ]
         else:
             assert exc is not None
