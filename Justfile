@@ -15,7 +15,7 @@ demo:
 
 # Benchmarks, written to bench/results.json
 bench:
-    {{venv}}/python -m builder.bench --out bench/results.json
+    {{venv}}/python -m builder.workflows.bench --out bench/results.json
 
 # ruff lint and format check
 lint:

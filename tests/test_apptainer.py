@@ -13,15 +13,6 @@ from pathlib import Path
 import pytest
 from spython.main.parse.parsers import SingularityParser
 
-from builder.apptainer_render import (
-    DEF_NAME,
-    debootstrap_header,
-    definition_hash,
-    docker_header,
-    render_apptainer,
-    render_base_stage,
-    render_target_stage,
-)
 from builder.engines.apptainer import (
     MIN_VERSION,
     check_version,
@@ -31,8 +22,17 @@ from builder.engines.apptainer import (
     subuid_fix,
 )
 from builder.errors import EngineError
-from builder.imagespec import rendered_files, spec_for
-from builder.targets import all_targets
+from builder.images.apptainer import (
+    DEF_NAME,
+    debootstrap_header,
+    definition_hash,
+    docker_header,
+    render_apptainer,
+    render_base_stage,
+    render_target_stage,
+)
+from builder.images.spec import rendered_files, spec_for
+from builder.targets.model import all_targets
 
 REPO = Path(__file__).resolve().parent.parent
 

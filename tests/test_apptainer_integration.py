@@ -21,9 +21,9 @@ import pytest
 
 from builder.engines.base import Mount, RunSpec
 from builder.errors import EngineError
-from builder.imagespec import spec_for
-from builder.pipeline import Pipeline, RunReport, WheelRequest
-from builder.targets import all_targets, resolve
+from builder.images.spec import spec_for
+from builder.pipeline.job import Pipeline, RunReport, WheelRequest
+from builder.targets.model import all_targets, resolve
 from tests.conftest import FIXTURE_RECIPE
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ def sifs(apptainer) -> dict[str, str]:
 def test_sif_named_by_definition_hash_and_not_rebuilt(apptainer, sifs) -> None:
     from spython.main import Client
 
-    from builder.apptainer_render import definition_hash
+    from builder.images.apptainer import definition_hash
 
     t = all_targets()[2]
     spec = spec_for(t)

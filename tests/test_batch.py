@@ -15,8 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 import builder
-from builder import slurm
-from builder.batch import (
+from builder.cli.app import app
+from builder.errors import ConfigError, FetchError
+from builder.pipeline.job import RunReport, TargetResult
+from builder.targets.model import all_targets, resolve
+from builder.workflows import slurm
+from builder.workflows.batch import (
     BatchEntry,
     BatchFileError,
     Task,
@@ -26,10 +30,6 @@ from builder.batch import (
     read_batch,
     run_local,
 )
-from builder.cli import app
-from builder.errors import ConfigError, FetchError
-from builder.pipeline import RunReport, TargetResult
-from builder.targets import all_targets, resolve
 
 ALL = tuple(t.id for t in all_targets())
 GOOD = """\

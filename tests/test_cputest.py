@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import cputest
-from builder.cputest import (
+from builder.targets import cputest
+from builder.targets.cputest import (
     CpuTestPlan,
     interpret,
     not_run,
@@ -19,7 +19,7 @@ from builder.cputest import (
     python_shim_script,
     qemu_binary,
 )
-from builder.levels import level
+from builder.targets.levels import level
 
 V3 = level("x86-64-v3")
 V4 = level("x86-64-v4")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.cputest import interpret, plan_cpu_test, qemu_binary, raw_host_features
-from builder.levels import Level, level
+from builder.targets.cputest import interpret, plan_cpu_test, qemu_binary, raw_host_features
+from builder.targets.levels import Level, level
 
 FIXTURE = Path(__file__).parent / "fixtures" / "isafixture"
 V3 = level("x86-64-v3")

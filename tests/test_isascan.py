@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.isascan import (
+from builder.wheels.isascan import (
     ElfScanError,
     bench_scan,
     level_chain,

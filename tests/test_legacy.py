@@ -1,4 +1,5 @@
-"""builder.legacy: legacy shell configs -> recipes. Each legacy variable converts to its field;
+"""builder.recipes.legacy:
+legacy shell configs -> recipes. Each legacy variable converts to its field;
 conditions on the stack year and the version become override tables; what cannot convert is
 listed with its line and reason. The sample configs are in tests/fixtures/legacy/config/."""
 
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
-from builder.legacy import LEGACY_VARIABLES, convert, import_configs, package_of
-from builder.recipes import check_recipe, read_recipe, to_toml
-from builder.targets import resolve
+from builder.recipes.legacy import LEGACY_VARIABLES, convert, import_configs, package_of
+from builder.recipes.recipe import check_recipe, read_recipe, to_toml
+from builder.targets.model import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -279,7 +280,7 @@ def test_cli_import_legacy_lists_what_was_not_converted(tmp_path: Path) -> None:
 def test_the_converted_fixture_recipe_builds_the_same_package(engine, sdist_factory, tmp_path):
     """isafixture.sh converts whole, and the recipe it gives builds, edits and tests the C
     fixture through the real engine as the legacy script would have."""
-    from builder.pipeline import Pipeline, WheelRequest
+    from builder.pipeline.job import Pipeline, WheelRequest
 
     (result,) = import_configs([LEGACY / "config/isafixture.sh"], tmp_path / "recipes")
     assert result.whole, result.skipped

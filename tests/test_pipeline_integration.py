@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.cputest import plan_here
 from builder.errors import PlacementError
-from builder.levels import level
-from builder.pipeline import Pipeline, RunReport, WheelRequest
-from builder.targets import all_targets, resolve
+from builder.pipeline.job import Pipeline, RunReport, WheelRequest
+from builder.targets.cputest import plan_here
+from builder.targets.levels import level
+from builder.targets.model import all_targets, resolve
 from tests.conftest import FIXTURE_RECIPE
 
 pytestmark = pytest.mark.integration
@@ -388,7 +388,7 @@ def test_recipe_system_library_gets_an_image_of_its_own(engine, tmp_path) -> Non
     report = json.loads(res.stdout)
     assert report["targets"][0]["status"] == "tested"
     manifest = json.loads(Path(report["placed"][0] + ".json").read_text())
-    from builder.imagespec import spec_for
+    from builder.images.spec import spec_for
 
     plain = spec_for(resolve(["gentoo2023-x86-64-v3"])[0])
     assert manifest["image_spec_hash"] != plain.hash  # libfftw3-dev: another definition

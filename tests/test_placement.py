@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from builder.errors import PlacementError
-from builder.placement import Candidate, Decision, explain, place, plan, scan
-from builder.repair import repair_wheel, wheel_content_digest
-from builder.targets import load_stack
+from builder.targets.model import load_stack
+from builder.wheelhouse.placement import Candidate, Decision, explain, place, plan, scan
+from builder.wheels.repair import repair_wheel, wheel_content_digest
 
 STACK = load_stack("gentoo2023")
 SDE = 1700000000

@@ -1,4 +1,5 @@
-"""builder.pypi: release facts and downloads against the real PyPI (marked `network`), sdist facts,
+"""builder.sources.pypi:
+release facts and downloads against the real PyPI (marked `network`), sdist facts,
 safe extraction and lock files against real and crafted archives."""
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import pypi
 from builder.errors import BuildError, ConfigError, FetchError
-from builder.pypi import (
+from builder.sources import pypi
+from builder.sources.pypi import (
     LEGACY_BACKEND,
     LEGACY_REQUIRES,
     Lock,

@@ -1,4 +1,4 @@
-"""builder.recipes, the full format: every section, target and accelerator overrides, the
+"""builder.recipes.recipe, the full format: every section, target and accelerator overrides, the
 mistakes `cbuild recipe check` must catch (with file, line and a fix), the generated schema, and
 the `recipe` commands through the real CLI."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
-from builder.recipes import (
+from builder.recipes.recipe import (
     Source,
     check_recipe,
     load_recipe,
@@ -23,7 +23,7 @@ from builder.recipes import (
     schema_text,
     to_toml,
 )
-from builder.targets import resolve
+from builder.targets.model import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "ab" * 32
@@ -446,7 +446,7 @@ def test_fields_the_build_does_not_act_on_are_named() -> None:
 
 
 def test_the_pipeline_refuses_such_a_recipe_before_any_container(tmp_path: Path) -> None:
-    from builder.pipeline import Pipeline, WheelRequest
+    from builder.pipeline.job import Pipeline, WheelRequest
 
     req = WheelRequest(
         "pytorch3d",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline import Pipeline, WheelRequest
-from builder.recipes import load_recipe
-from builder.targets import resolve
+from builder.pipeline.job import Pipeline, WheelRequest
+from builder.recipes.recipe import load_recipe
+from builder.targets.model import resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]
 

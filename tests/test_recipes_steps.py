@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import steps
+from builder.images import scripts as steps
 
 PATCH = Path(__file__).parent / "fixtures" / "legacy" / "patches" / "isafixture-note.patch"
 FIXTURE = Path(__file__).parent / "fixtures" / "isafixture"

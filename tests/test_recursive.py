@@ -1,4 +1,5 @@
-"""builder.recursive: the planner over requirement graphs and wheelhouse listings (pure), what an
+"""builder.workflows.recursive:
+the planner over requirement graphs and wheelhouse listings (pure), what an
 sdist says it requires, and a tiny PyPI-shaped index on 127.0.0.1 (also used by the integration
 test) for the index client and the listing of missing dependencies."""
 
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from builder import recursive
-from builder.recursive import (
+from builder.targets.model import resolve
+from builder.workflows import recursive
+from builder.workflows.recursive import (
     Candidate,
     DependencyCycle,
     DependencyError,
@@ -29,7 +31,6 @@ from builder.recursive import (
     plan,
     sdist_requires,
 )
-from builder.targets import resolve
 
 GENERIC, V3, V4 = resolve(["gentoo2023-generic", "gentoo2023-x86-64-v3", "gentoo2023-x86-64-v4"])
 CP311 = "cp311-cp311-linux_x86_64"
@@ -565,7 +566,7 @@ def test_listing_without_recursive_before_any_container(
     build, from the sdist's metadata. The recipe stops the run before any container."""
     from typer.testing import CliRunner
 
-    from builder import cli
+    from builder.cli import app as cli
 
     recipes = tmp_path / "recipes"
     recipes.mkdir()

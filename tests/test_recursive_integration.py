@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder import cli
+from builder.cli import app as cli
 from tests.conftest import FIXTURE_SRC
 from tests.test_recursive import LocalIndex, pkg_info, pure_sdist, write_sdist
 

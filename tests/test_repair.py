@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.repair import (
+from builder.wheels.repair import (
     RepairError,
     local_version,
     repair_wheel,

@@ -14,14 +14,16 @@ import pytest
 from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
-from builder import pypi
-from builder.cli import app
-from builder.cputest import qemu_binary
+from builder.cli.app import app
 from builder.engines.base import RunResult
-from builder.imagespec import spec_for
-from builder.pipeline import TargetResult, _provenance, build_key
-from builder.recipes import load_recipe
-from builder.reproduce import (
+from builder.images.spec import spec_for
+from builder.pipeline.job import TargetResult, _provenance, build_key
+from builder.recipes.recipe import load_recipe
+from builder.sources import pypi
+from builder.targets.cputest import qemu_binary
+from builder.targets.model import resolve
+from builder.wheels.info import WheelInspectError
+from builder.workflows.reproduce import (
     NEEDED_TO_REBUILD,
     NEEDED_TO_RUN,
     ManifestError,
@@ -37,8 +39,6 @@ from builder.reproduce import (
     shell_argv,
     wheelhouse_root,
 )
-from builder.targets import resolve
-from builder.wheelinfo import WheelInspectError
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 V3, V4, GENERIC = resolve(["gentoo2023-x86-64-v3", "gentoo2023-x86-64-v4", "gentoo2023-generic"])

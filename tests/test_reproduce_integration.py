@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline import Pipeline, RunReport, WheelRequest
-from builder.targets import resolve
+from builder.pipeline.job import Pipeline, RunReport, WheelRequest
+from builder.targets.model import resolve
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from builder.steps import STEP_MARK, build_script, failed_step, wheel_test_script
+from builder.images.scripts import STEP_MARK, build_script, failed_step, wheel_test_script
 
 
 def test_build_script_is_offline_and_in_tree() -> None:
@@ -37,7 +37,7 @@ def test_failed_step_names_the_last_marker() -> None:
 
 
 def test_failure_excerpt_keeps_compiler_errors_and_tail() -> None:
-    from builder.steps import failure_excerpt
+    from builder.images.scripts import failure_excerpt
 
     log = "\n".join(["noise"] * 50 + ["src/k.c:3:1: error: expected ';'"] + ["pip"] * 50 + ["end"])
     text = failure_excerpt(log)

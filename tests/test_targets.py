@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder.cli import app
+from builder.cli.app import app
 from builder.errors import ConfigError
-from builder.imagespec import render_containerfile, rendered_files, spec_for
-from builder.levels import level
-from builder.targets import all_targets, github_matrix, load_stack, resolve
+from builder.images.spec import render_containerfile, rendered_files, spec_for
+from builder.targets.levels import level
+from builder.targets.model import all_targets, github_matrix, load_stack, resolve
 
 REPO = Path(__file__).resolve().parent.parent
 

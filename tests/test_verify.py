@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
-from builder.verify import compare_member, compare_wheels, elf_hints, find_placed
-from builder.wheelinfo import WheelInspectError
+from builder.wheels.info import WheelInspectError
+from builder.workflows.verify import compare_member, compare_wheels, elf_hints, find_placed
 
 SO = "pkg/_native.cpython-311-x86_64-linux-gnu.so"
 SOURCE = """

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import pypi
-from builder.pipeline import Pipeline, WheelRequest
-from builder.targets import resolve
+from builder.pipeline.job import Pipeline, WheelRequest
+from builder.sources import pypi
+from builder.targets.model import resolve
 
 pytestmark = pytest.mark.integration
 

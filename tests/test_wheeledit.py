@@ -1,4 +1,4 @@
-"""builder.wheeledit and `cbuild wheel-edit` on real wheels: one built here by setuptools from a
+"""builder.wheels.edit and `cbuild wheel-edit` on real wheels: one built here by setuptools from a
 small project (no sdist), and (network) ruamel.yaml.clib's binary wheels from PyPI, whose older
 releases spell the dist-info folder with dots. Every edited wheel is checked against its RECORD
 and installed by pip."""
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.wheeledit import (
+from builder.wheels.edit import (
     WheelEditError,
     WheelEdits,
     edit_requirements,

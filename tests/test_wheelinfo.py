@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder.cli import app
-from builder.wheelinfo import (
+from builder.cli.app import app
+from builder.wheels.info import (
     CONTAINS_NOTE,
     WheelInspectError,
     explain_placement,

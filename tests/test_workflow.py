@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from builder.targets import all_targets, github_matrix
+from builder.targets.model import all_targets, github_matrix
 
 WORKFLOW = Path(__file__).parent.parent / "ci" / "github" / "cbuild.yml"
 TEXT = WORKFLOW.read_text()
@@ -80,7 +80,7 @@ def test_workflow_plumbs_the_matrix_from_cbuild() -> None:
 
 
 def test_cli_prints_the_matrix_on_one_line() -> None:
-    cli = pytest.importorskip("builder.cli", reason="builder.cli is not importable")
+    cli = pytest.importorskip("builder.cli.app", reason="builder.cli.app is not importable")
     from typer.testing import CliRunner
 
     result = CliRunner().invoke(cli.app, ["targets", "--matrix", "github"])

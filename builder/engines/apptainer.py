@@ -32,7 +32,9 @@ import spython
 from spython.main import Client
 from spython.utils import stream_command
 
-from builder.apptainer_render import (
+from builder.engines.base import Progress, RunResult, RunSpec
+from builder.errors import EngineError
+from builder.images.apptainer import (
     base_stage_key,
     debootstrap_header,
     definition_hash,
@@ -40,9 +42,7 @@ from builder.apptainer_render import (
     render_base_stage,
     render_target_stage,
 )
-from builder.engines.base import Progress, RunResult, RunSpec
-from builder.errors import EngineError
-from builder.imagespec import BaseImage, ImageSpec
+from builder.images.spec import BaseImage, ImageSpec
 
 # --overlay of a plain folder without setuid, and --mksquashfs-args, both came with 1.1.0.
 MIN_VERSION = (1, 1, 0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from builder.imagespec import ImageSpec
+from builder.images.spec import ImageSpec
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from builder.engines.base import Progress, RunResult, RunSpec
 from builder.errors import EngineError
-from builder.imagespec import BASE_ARG, BaseImage, ImageSpec, render_containerfile
+from builder.images.spec import BASE_ARG, BaseImage, ImageSpec, render_containerfile
 
 RUN_LABEL = "org.cbuild.run"
 LOG_PATH = "/cbuild/run.log"  # the run's log file, bound in

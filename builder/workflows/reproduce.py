@@ -29,8 +29,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion
 
-from builder import steps, wheelinfo
-from builder.cputest import (
+from builder.engines.base import Engine, Mount, RunResult, RunSpec
+from builder.errors import CbuildError, ConfigError, EngineError
+from builder.images import scripts as steps
+from builder.images.spec import QEMU_PATH, ImageSpec, spec_for
+from builder.recipes.recipe import Recipe, load_recipe, recipe_path
+from builder.targets.cputest import (
     GLIBC_ISA_MESSAGE,
     QEMU_SIGILL_MESSAGE,
     SIGILL_EXIT_CODES,
@@ -39,13 +43,10 @@ from builder.cputest import (
     python_shim_script,
     qemu_binary,
 )
-from builder.engines.base import Engine, Mount, RunResult, RunSpec
-from builder.errors import CbuildError, ConfigError, EngineError
-from builder.imagespec import QEMU_PATH, ImageSpec, spec_for
-from builder.levels import Level, host_has, level
-from builder.recipes import Recipe, load_recipe, recipe_path
-from builder.targets import Target, load_stack
-from builder.targets import resolve as resolve_targets
+from builder.targets.levels import Level, host_has, level
+from builder.targets.model import Target, load_stack
+from builder.targets.model import resolve as resolve_targets
+from builder.wheels import info as wheelinfo
 
 RUN_ENV = "/cbuild/runenv"
 WHEELHOUSE_DIR = "/cbuild/wheelhouse"  # /<i>: the wheelhouse folders, in search order
@@ -536,7 +537,7 @@ class RunOutcome:
 
 
 def _ca_mounts() -> tuple[tuple[Mount, ...], dict[str, str]]:
-    from builder.pipeline import CA_PATH, host_ca_bundle
+    from builder.pipeline.job import CA_PATH, host_ca_bundle
 
     ca = host_ca_bundle()
     return ((Mount(ca, CA_PATH),), {"PIP_CERT": CA_PATH}) if ca else ((), {})
@@ -658,7 +659,7 @@ def _qemu_plan(lv: Level) -> CpuTestPlan:
 
 
 def _run_folder(cache: Path) -> Path:
-    from builder.pipeline import new_workdir
+    from builder.pipeline.job import new_workdir
 
     return new_workdir(cache / "runs-cmd", keep=5)
 

@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Any
 
 from builder.errors import ConfigError
-from builder.levels import Level, level
+from builder.targets.levels import Level, level
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Target:
 
 @cache
 def load_stack(name: str) -> Stack:
-    path = resources.files("builder") / "stacks" / f"{name}.toml"
+    path = resources.files("builder.targets") / "stacks" / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(
             f"unknown stack {name!r}", fix=f"known stacks: {', '.join(stack_names())}"
@@ -102,7 +102,7 @@ def load_stack(name: str) -> Stack:
 
 
 def stack_names() -> list[str]:
-    folder = resources.files("builder") / "stacks"
+    folder = resources.files("builder.targets") / "stacks"
     return sorted(
         p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
     )

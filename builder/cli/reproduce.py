@@ -71,14 +71,14 @@ _Sdist = Annotated[
 
 
 def _cli():
-    # Imported here: builder.cli imports this module while it is being set up.
-    from builder import cli
+    # Imported here: builder.cli.app imports this module while it is being set up.
+    from builder.cli import app as cli
 
     return cli
 
 
 def _cache(cache: Path | None) -> Path:
-    from builder.pipeline import default_cache
+    from builder.pipeline.job import default_cache
 
     return (cache or default_cache()).resolve()
 
@@ -92,7 +92,7 @@ def _say_plan(plan) -> None:
 
 
 def _plan(what, with_, cpu, wheelhouse, cache, engine_name):
-    from builder import reproduce
+    from builder.workflows import reproduce
 
     cli = _cli()
     if cpu:  # bad input before any engine
@@ -132,7 +132,7 @@ def run_cmd(
 ) -> None:
     """Run one command in exactly the image of TARGET or WHEEL, in a fresh venv with the wheels
     installed; exit with the command's status (its output is shown when it ends)."""
-    from builder import reproduce
+    from builder.workflows import reproduce
 
     cli = _cli()
     try:
@@ -179,7 +179,7 @@ def shell_cmd(
 ) -> None:
     """An interactive shell in exactly the image of TARGET or WHEEL, with the wheels installed
     in a fresh venv: the engine's own `run -it` (printed with --print)."""
-    from builder import reproduce
+    from builder.workflows import reproduce
 
     cli = _cli()
     try:
@@ -243,7 +243,7 @@ def _report_rebuild(rebuilt, comparison, json_out: bool, out: Path | None) -> No
 
 
 def _rebuild(wheel: Path, cache, recipes, sdist, engine_name):
-    from builder import reproduce, verify
+    from builder.workflows import reproduce, verify
 
     cli = _cli()
     reproduce.load_manifest(  # bad input before any engine
@@ -271,7 +271,7 @@ def rebuild_cmd(
 ) -> None:
     """Rebuild WHEEL from its manifest alone (locked inputs, recorded recipe and target) and
     print both sha256s; exit 0 when they are equal, 1 when not (`cbuild verify` says how)."""
-    from builder import verify
+    from builder.workflows import verify
 
     cli = _cli()
     try:
@@ -337,7 +337,7 @@ def verify_cmd(
     """Rebuild a placed wheel in fresh containers, from another host folder and at another
     time, and compare bit for bit: "identical" (exit 0), or which files differ and how (exit 1):
     a diff of text and metadata, the differing sections of ELF files."""
-    from builder import verify
+    from builder.workflows import verify
 
     cli = _cli()
     try:

@@ -23,7 +23,7 @@ from typing import Literal
 
 import archspec.cpu
 
-from builder.levels import QEMU_UNSUPPORTED, Level, host_features
+from builder.targets.levels import QEMU_UNSUPPORTED, Level, host_features
 
 Mode = Literal["qemu", "native", "none"]
 Status = Literal["passed", "failed", "isa-leak", "not-run"]

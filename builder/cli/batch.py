@@ -22,8 +22,7 @@ import typer
 from typer.core import TyperGroup
 
 from builder.errors import CbuildError, ConfigError
-
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+from builder.recipes.recipe import BUILTIN_RECIPES
 
 
 class _DefaultToRun(TyperGroup):
@@ -45,7 +44,7 @@ batch_app = typer.Typer(
 
 _Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 _Cache = Annotated[Path | None, typer.Option(help="Cache and work folder (batches live here).")]
-# As `cbuild wheel --engine`; spelled out here because builder.cli imports this module.
+# As `cbuild wheel --engine`; spelled out here because builder.cli.app imports this module.
 _Engine = Annotated[
     str,
     typer.Option(
@@ -58,10 +57,10 @@ _Engine = Annotated[
 
 
 def _fail(exc: CbuildError) -> None:
-    # Imported here: builder.cli imports this module while it is being set up.
+    # Imported here: builder.cli.app imports this module while it is being set up.
     from rich.markup import escape
 
-    from builder.cli import err
+    from builder.cli.app import err
 
     # Escaped: a batch line such as `numpy[extra]==1.0` is not rich markup.
     err.print(f"[bold red]error:[/] {escape(exc.message)}")
@@ -71,7 +70,7 @@ def _fail(exc: CbuildError) -> None:
 
 
 def _cache(cache: Path | None) -> Path:
-    from builder.pipeline import default_cache
+    from builder.pipeline.job import default_cache
 
     return (cache or default_cache()).resolve()
 
@@ -93,7 +92,7 @@ def run_cmd(
         ),
     ] = None,
     wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
-    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = REPO_RECIPES,
+    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = BUILTIN_RECIPES,
     cache: _Cache = None,
     force: Annotated[bool, typer.Option(help="Replace wheels that already exist.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
@@ -121,8 +120,8 @@ def run_cmd(
     engine_name: _Engine = "auto",
 ) -> None:
     """Build every package version in FILE here, submit it to Slurm, or print its CI matrix."""
-    from builder import slurm as slurm_mod
-    from builder.batch import github_matrix, read_batch
+    from builder.workflows import slurm as slurm_mod
+    from builder.workflows.batch import github_matrix, read_batch
 
     slurm_only = {
         "--partition": partition is not None,
@@ -186,10 +185,10 @@ def _run_here(
     json_out: bool,
     engine_name: str,
 ) -> None:
-    from builder.batch import BatchEntry, Outcome, run_local
-    from builder.cli import _engine, _progress, err
-    from builder.pipeline import Pipeline, RunReport, WheelRequest
+    from builder.cli.app import _engine, _progress, err
+    from builder.pipeline.job import Pipeline, RunReport, WheelRequest
     from builder.progress import TargetProgress
+    from builder.workflows.batch import BatchEntry, Outcome, run_local
 
     try:
         engine = _engine(engine_name)  # no engine fails the batch at once, not per package
@@ -246,7 +245,7 @@ def _run_here(
 def _summary(outcomes: list[Any], not_run: list[Any]) -> None:
     from rich.table import Table
 
-    from builder.cli import err
+    from builder.cli.app import err
 
     table = Table("package", "version", "targets", "state", "time", "detail", title="batch")
     for o in outcomes:
@@ -286,10 +285,10 @@ def _submit(
     options: Any,
 ) -> None:
     import builder
-    from builder import slurm
-    from builder.batch import plan_tasks
-    from builder.cli import err
-    from builder.pipeline import check_wheelhouse_writable
+    from builder.cli.app import err
+    from builder.pipeline.job import check_wheelhouse_writable
+    from builder.workflows import slurm
+    from builder.workflows.batch import plan_tasks
 
     try:
         cache_dir, wh = _cache(cache), wheelhouse.resolve()
@@ -344,8 +343,8 @@ def status_cmd(
     """Each task of a Slurm batch: pending, running, completed or failed, with its log."""
     from rich.table import Table
 
-    from builder import slurm
-    from builder.cli import err
+    from builder.cli.app import err
+    from builder.workflows import slurm
 
     try:
         if latest and batch_id is not None:

@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import ConfigError
-from builder.recipes import PATCHES_DIR, SECTIONS, check_recipe, recipe_path, to_toml
+from builder.recipes.recipe import PATCHES_DIR, SECTIONS, check_recipe, recipe_path, to_toml
 
 # Every variable build_wheel.sh reads from a config, and what it means (issue 4).
 LEGACY_VARIABLES = {

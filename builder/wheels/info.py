@@ -21,10 +21,18 @@ from typing import Any
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from builder import placement, repair
 from builder.errors import CbuildError
-from builder.isascan import ELF_MAGIC, ElfIsa, ElfScanError, level_chain, level_index, scan_stream
-from builder.targets import Stack, load_stack
+from builder.targets.model import Stack, load_stack
+from builder.wheelhouse import placement
+from builder.wheels import repair
+from builder.wheels.isascan import (
+    ELF_MAGIC,
+    ElfIsa,
+    ElfScanError,
+    level_chain,
+    level_index,
+    scan_stream,
+)
 
 DEFAULT_STACK = "gentoo2023"
 CONTAINS_NOTE = (

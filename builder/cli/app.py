@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from builder import targets as targets_mod
 from builder.errors import CbuildError, ConfigError, EngineError
 from builder.progress import TargetProgress
+from builder.recipes.recipe import BUILTIN_RECIPES
+from builder.targets import model as targets_mod
 
 app = typer.Typer(
     help="Containerized, reproducible wheel builder for HPC wheelhouses.",
@@ -35,8 +36,6 @@ TargetOpt = Annotated[
     list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")
 ]
 AllOpt = Annotated[bool, typer.Option("--all-targets", help="Every target of the provider.")]
-
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def _fail(exc: CbuildError) -> None:
@@ -127,7 +126,7 @@ def images_build(
     engine_name: EngineOpt = "auto",
 ) -> None:
     """Build target images (an image whose definition is unchanged is never rebuilt)."""
-    from builder.imagespec import spec_for
+    from builder.images.spec import spec_for
 
     try:
         ts = _pick_targets(target, all_targets or not target)
@@ -175,7 +174,7 @@ def images_render(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any.")] = False,
 ) -> None:
     """Write each target's Containerfile under images/<target>/ (what a person builds by hand)."""
-    from builder.imagespec import rendered_files
+    from builder.images.spec import rendered_files
 
     drift = []
     for rel, text in rendered_files(targets_mod.all_targets()).items():
@@ -199,7 +198,7 @@ def wheel_cmd(
     target: TargetOpt = None,
     all_targets: AllOpt = False,
     wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
-    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = REPO_RECIPES,
+    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = BUILTIN_RECIPES,
     cache: Annotated[Path | None, typer.Option(help="Cache and work folder.")] = None,
     force: Annotated[bool, typer.Option(help="Replace wheels that already exist.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
@@ -225,8 +224,8 @@ def wheel_cmd(
     engine_name: EngineOpt = "auto",
 ) -> None:
     """Build, test and export PACKAGE VERSION for the chosen targets."""
-    from builder import recursive as recursive_mod
-    from builder.pipeline import Pipeline, WheelRequest, default_cache
+    from builder.pipeline.job import Pipeline, WheelRequest, default_cache
+    from builder.workflows import recursive as recursive_mod
 
     try:
         ts = _pick_targets(target, all_targets)
@@ -298,16 +297,16 @@ def _summary(report, explain: bool) -> None:
 
 # Command groups kept in modules of their own; each adds its commands to `app`.
 # (one import and one register() call per module, here)
-from builder import cli_inspect  # noqa: E402
+from builder.cli import inspect as cli_inspect  # noqa: E402
 
 cli_inspect.register(app)
-from builder import cli_recipes  # noqa: E402
+from builder.cli import recipes as cli_recipes  # noqa: E402
 
 cli_recipes.register(app)
-from builder import cli_batch  # noqa: E402
+from builder.cli import batch as cli_batch  # noqa: E402
 
 cli_batch.register(app)
-from builder import cli_reproduce  # noqa: E402
+from builder.cli import reproduce as cli_reproduce  # noqa: E402
 
 cli_reproduce.register(app)
 

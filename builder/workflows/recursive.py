@@ -43,11 +43,13 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from builder import pypi, repair, wheeledit
 from builder.errors import BuildError, CbuildError, ConfigError, FetchError
-from builder.pipeline import TEST_FAILED, Pipeline, RunReport, WheelRequest
-from builder.recipes import load_recipe
-from builder.targets import Target
+from builder.pipeline.job import TEST_FAILED, Pipeline, RunReport, WheelRequest
+from builder.recipes.recipe import load_recipe
+from builder.sources import pypi
+from builder.targets.model import Target
+from builder.wheels import edit as wheeledit
+from builder.wheels import repair
 
 # --- the target's environment ------------------------------------------------------------------
 

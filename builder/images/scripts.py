@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shlex
 
-from builder.cputest import python_shim_script
-from builder.imagespec import BUILD_ENV, DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, TEST_ENV
+from builder.images.spec import BUILD_ENV, DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, TEST_ENV
+from builder.targets.cputest import python_shim_script
 
 IN_DIR = "/cbuild/in"  # read-only inputs: sdist, wheels under test
 RT_DEPS_DIR = "/cbuild/rtdeps"

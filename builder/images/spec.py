@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from builder.targets import Target
+from builder.targets.model import Target
 
 RENDERER_VERSION = 1  # bump when rendering changes meaning without changing the spec
 BASE_ARG = "BASE"
@@ -105,7 +105,7 @@ def render_containerfile(spec: ImageSpec) -> str:
 
 def rendered_files(targets: list[Target]) -> dict[str, str]:
     """Relative path -> text of every committed image definition (`images/<target>/...`)."""
-    from builder.apptainer_render import DEF_NAME, render_apptainer  # it imports this module
+    from builder.images.apptainer import DEF_NAME, render_apptainer  # it imports this module
 
     out = {}
     for t in targets:

@@ -14,14 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder import pypi, steps
 from builder.engines.base import Mount, RunSpec
 from builder.engines.docker import DockerEngine
-from builder.imagespec import spec_for
-from builder.pipeline import CA_PATH, Pipeline, WheelRequest, default_cache, host_ca_bundle
-from builder.targets import resolve
+from builder.images import scripts as steps
+from builder.images.spec import spec_for
+from builder.pipeline.job import CA_PATH, Pipeline, WheelRequest, default_cache, host_ca_bundle
+from builder.recipes.recipe import BUILTIN_RECIPES
+from builder.sources import pypi
+from builder.targets.model import resolve
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BENCH_TARGET = "gentoo2023-x86-64-v3"
 
 
@@ -109,7 +111,7 @@ def parallel_and_noop(
     engine: DockerEngine, package: str, version: str, sdist: Path | None, recipes: Path
 ) -> dict[str, Any]:
     """--all-targets one at a time vs --jobs 2, then a rerun of the same inputs (no-op)."""
-    from builder.targets import all_targets
+    from builder.targets.model import all_targets
 
     cache = default_cache()
     out: dict[str, Any] = {"package": f"{package}=={version}"}
@@ -173,7 +175,7 @@ def image_check(engine: DockerEngine) -> dict[str, Any]:
 
 def isa_scan(size_mb: int) -> dict[str, Any]:
     """The static ISA scan on a large shared object, against `objdump -d` of the same file."""
-    from builder.isascan import bench_scan, make_bench_elf
+    from builder.wheels.isascan import bench_scan, make_bench_elf
 
     with tempfile.TemporaryDirectory() as tmp:
         elf = make_bench_elf(Path(tmp) / "big.so", megabytes=size_mb)
@@ -213,11 +215,9 @@ def main() -> None:
             engine, "isafixture", "0.1.0", fixture, fixture_recipes
         )
     if not args.skip_biopython:
-        results["overhead_biopython"] = overhead(
-            engine, "biopython", "1.85", None, REPO / "recipes"
-        )
+        results["overhead_biopython"] = overhead(engine, "biopython", "1.85", None, BUILTIN_RECIPES)
         results["parallel_biopython"] = parallel_and_noop(
-            engine, "biopython", "1.85", None, REPO / "recipes"
+            engine, "biopython", "1.85", None, BUILTIN_RECIPES
         )
     results["image_check"] = image_check(engine)
     results["isa_scan"] = isa_scan(args.scan_mb)

@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from builder.errors import PlacementError
-from builder.targets import Stack
+from builder.targets.model import Stack
 
 GENERIC = "generic"
 

@@ -65,6 +65,8 @@ from packaging.version import InvalidVersion, Version
 from builder.errors import ConfigError
 
 PATCHES_DIR = "patches"  # beside the recipes, e.g. recipes/patches/
+# The recipes that come with cbuild (the checkout's `recipes/`).
+BUILTIN_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SCHEMA_ID = "https://cbuild.invalid/schema/recipe.schema.json"
 
 

@@ -1,5 +1,5 @@
-"""`cbuild recipe ...` and `cbuild wheel-edit`: thin commands over builder.recipes, builder.legacy
-and builder.wheeledit. `register(app)` adds them to the main Typer app (see builder/cli.py).
+"""`cbuild recipe ...` and `cbuild wheel-edit`: thin commands over builder.recipes and
+builder.wheels.edit. `register(app)` adds them to the main Typer app (see builder/cli/app.py).
 
 Kept apart from builder/cli.py (and importing nothing from it) so that the two can change
 independently; the error style is the same: one message, one fix, the error's exit code.
@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from builder.errors import CbuildError, ConfigError
+from builder.recipes.recipe import BUILTIN_RECIPES
 
-REPO = Path(__file__).resolve().parent.parent
-REPO_RECIPES = REPO / "recipes"
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "schema" / "recipe.schema.json"
 
 err = Console(
@@ -65,10 +65,10 @@ def check_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Check recipes strictly; exit 2 when any has a mistake."""
-    from builder.recipes import check_recipe
+    from builder.recipes.recipe import check_recipe
 
     try:
-        files = _recipe_files(paths or [REPO_RECIPES])
+        files = _recipe_files(paths or [BUILTIN_RECIPES])
     except CbuildError as exc:
         _fail(exc)
     report = []
@@ -105,12 +105,12 @@ def check_cmd(
 @recipe_app.command("new")
 def new_cmd(
     name: str,
-    recipes: RecipesOpt = REPO_RECIPES,
+    recipes: RecipesOpt = BUILTIN_RECIPES,
     import_name: Annotated[str | None, typer.Option(help="Module to import in the test.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing recipe.")] = False,
 ) -> None:
     """Write a starting recipe recipes/<name>.toml."""
-    from builder.recipes import check_recipe, new_recipe_text, recipe_path
+    from builder.recipes.recipe import check_recipe, new_recipe_text, recipe_path
 
     path = recipe_path(name, recipes)
     if path.exists() and not force:
@@ -129,12 +129,12 @@ def show_cmd(
     name: str,
     version: str,
     target: Annotated[str | None, typer.Option("--target", "-t", help="Target id.")] = None,
-    recipes: RecipesOpt = REPO_RECIPES,
+    recipes: RecipesOpt = BUILTIN_RECIPES,
     json_out: JsonOpt = False,
 ) -> None:
     """Print the recipe of NAME resolved for VERSION (and a target's overrides)."""
-    from builder.recipes import load_recipe, to_toml
-    from builder.targets import resolve
+    from builder.recipes.recipe import load_recipe, to_toml
+    from builder.targets.model import resolve
 
     try:
         t = resolve([target])[0] if target else None
@@ -157,7 +157,7 @@ def schema_cmd(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any.")] = False,
 ) -> None:
     """Write the JSON schema of the recipe format (generated from the model)."""
-    from builder.recipes import schema_text
+    from builder.recipes.recipe import schema_text
 
     text = schema_text()
     if out.exists() and out.read_text() == text:
@@ -173,7 +173,7 @@ def schema_cmd(
 @recipe_app.command("import-legacy")
 def import_legacy_cmd(
     configs: Annotated[list[Path], typer.Argument(help="Legacy config/<pkg>.sh files.")],
-    out: Annotated[Path, typer.Option(help="Folder to write recipes to.")] = REPO_RECIPES,
+    out: Annotated[Path, typer.Option(help="Folder to write recipes to.")] = BUILTIN_RECIPES,
     patches: Annotated[
         Path | None,
         typer.Option(help="The legacy patches folder (default: patches/ beside config/)."),
@@ -182,7 +182,7 @@ def import_legacy_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Convert legacy shell configs to recipes; list, per file, what could not be converted."""
-    from builder.legacy import import_configs
+    from builder.recipes.legacy import import_configs
 
     try:
         results = import_configs(configs, out, patches_dir=patches, force=force)
@@ -234,7 +234,7 @@ def wheel_edit_cmd(
 ) -> None:
     """Edit wheels' requirements and local version; RECORD rewritten, the original replaced only
     once the new file is complete (a manifest beside it follows)."""
-    from builder.wheeledit import WheelEdits, edit_wheel
+    from builder.wheels.edit import WheelEdits, edit_wheel
 
     edits = WheelEdits(
         add=tuple(add_req or ()),

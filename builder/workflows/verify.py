@@ -26,11 +26,14 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from builder import pypi, repair
 from builder.engines.base import Engine
 from builder.errors import BuildError, ConfigError
-from builder.pipeline import Pipeline, Progress, RunReport, WheelRequest, target_spec
-from builder.reproduce import (
+from builder.pipeline.job import Pipeline, Progress, RunReport, WheelRequest, target_spec
+from builder.sources import pypi
+from builder.targets.model import Target
+from builder.targets.model import resolve as resolve_targets
+from builder.wheels import repair
+from builder.workflows.reproduce import (
     NEEDED_TO_REBUILD,
     REBUILD_OTHERWISE,
     ManifestError,
@@ -43,8 +46,6 @@ from builder.reproduce import (
     target_from_manifest,
     wheelhouse_root,
 )
-from builder.targets import Target
-from builder.targets import resolve as resolve_targets
 
 ELF_MAGIC = b"\x7fELF"
 _TEXT_SUFFIXES = (

@@ -33,7 +33,7 @@ from elftools.elf.sections import NoteSection
 from iced_x86 import Code, CpuidFeature, Decoder, EncodingKind, Instruction
 
 from builder.errors import CbuildError
-from builder.levels import level
+from builder.targets.levels import level
 
 ELF_MAGIC = b"\x7fELF"
 BASELINE = "x86-64"

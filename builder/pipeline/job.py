@@ -26,8 +26,6 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from builder import placement, pypi, repair, steps, wheeledit
-from builder.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
 from builder.engines.base import Engine, Mount, RunSpec
 from builder.errors import (
     BuildError,
@@ -37,9 +35,15 @@ from builder.errors import (
     PlacementError,
     TestFailure,
 )
-from builder.imagespec import DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, ImageSpec, spec_for
-from builder.recipes import Recipe, load_recipe
-from builder.targets import Target
+from builder.images import scripts as steps
+from builder.images.spec import DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, ImageSpec, spec_for
+from builder.recipes.recipe import Recipe, load_recipe
+from builder.sources import pypi
+from builder.targets.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
+from builder.targets.model import Target
+from builder.wheelhouse import placement
+from builder.wheels import edit as wheeledit
+from builder.wheels import repair
 
 # Network failures look like this in pip's and setuptools' output.
 _NETWORK_SIGNS = (

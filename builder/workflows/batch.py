@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError, ConfigError
-from builder.targets import Target, all_targets, resolve
+from builder.targets.model import Target, all_targets, resolve
 
 EXAMPLE = "biopython==1.85 gentoo2023-x86-64-v3"
 _PINNED = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^=<>!~;,\[\]@]+)")

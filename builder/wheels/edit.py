@@ -1,7 +1,7 @@
 """Edits of finished wheels: requirements, local version tags and label, distribution suffix.
 
 Used by `cbuild wheel-edit` on wheels already in a wheelhouse, and by the pipeline for a
-recipe's [wheel] table after repair. Built on builder.repair's header and zip helpers, so an
+recipe's [wheel] table after repair. Built on builder.wheels.repair's header and zip helpers, so an
 edited wheel keeps every byte it does not mean to change, gets a fresh RECORD, and is written
 next to its destination under a temporary name: the original stays in place until the new file is
 complete and synced, then a rename replaces it.
@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError
-from builder.repair import (
+from builder.wheels.repair import (
     _COMPRESSLEVEL,
     RepairResult,
     _dist_info_dir,

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from builder import wheelinfo
 from builder.errors import CbuildError
+from builder.wheels import info as wheelinfo
 
 _Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 _Wheels = Annotated[list[Path], typer.Argument(help="Wheel files.", show_default=False)]
@@ -26,8 +26,8 @@ _Stack = Annotated[
 
 
 def _error(exc: CbuildError) -> None:
-    # Imported here: builder.cli imports this module while it is being set up.
-    from builder.cli import err
+    # Imported here: builder.cli.app imports this module while it is being set up.
+    from builder.cli.app import err
 
     err.print(f"[bold red]error:[/] {exc.message}")
     if exc.fix:

@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder.batch import Task
 from builder.errors import CbuildError, ConfigError
+from builder.workflows.batch import Task
 
 
 class SlurmError(CbuildError):

@@ -1,6 +1,6 @@
 """The image spec rendered as an Apptainer definition: pure functions of the spec.
 
-The same model as the Containerfile (builder.imagespec), with Apptainer's semantics minded:
+The same model as the Containerfile (builder.images.spec), with Apptainer's semantics minded:
 - `%environment` applies at run time only, like the Containerfile's ENV lines that follow its
   RUN lines: neither build reads them, and the pipeline hands every step its build environment
   (CFLAGS, SOURCE_DATE_EPOCH, ...) explicitly, so both engines run a step with the same env;
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 
-from builder.imagespec import BaseImage, ImageSpec
+from builder.images.spec import BaseImage, ImageSpec
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEF_NAME = "apptainer.def"

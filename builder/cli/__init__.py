@@ -1,0 +1,1 @@
+"""The Typer CLI: one module per command group, each a thin layer over one service."""

@@ -1,0 +1,1 @@
+"""Image specs, the in-container layout, the renderers (Containerfile, Apptainer), step scripts."""

@@ -1,0 +1,1 @@
+"""Recipes: the TOML format, strict loading with overrides, and the legacy-config importer."""

@@ -1,0 +1,1 @@
+"""Where inputs come from: PyPI (releases, downloads, sdist facts) and the lock."""

@@ -1,0 +1,1 @@
+"""The wheelhouse: its layout (folders, search order, tags, scan) and placement into it."""
