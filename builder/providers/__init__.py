@@ -1,0 +1,1 @@
+"""Stack providers: where a target's toolchain comes from (standalone image, or the real stack)."""
