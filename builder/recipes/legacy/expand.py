@@ -1,0 +1,189 @@
+"""Expansion of legacy variables as the shell does when the config is sourced, and the `if`
+conditions (stack year, version) that become override tables."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from packaging.version import InvalidVersion, Version
+
+from builder.recipes.legacy.shell import Word, _read_subst
+from builder.recipes.legacy.variables import (
+    _DEFAULTS_VARS,
+    _STACK_VAR,
+    LEGACY_VARIABLES,
+    Unconvertible,
+)
+
+_VAR = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One assignment: its value, its line, and what the name held before it (so that
+    `PYTHON_DEPS="$PYTHON_DEPS x"` expands the earlier value, as the shell does)."""
+
+    value: Word
+    line: int
+    prev: Binding | None
+
+
+Shadow = dict[str, "Binding | None"]  # names whose own earlier binding must be used
+
+
+@dataclass
+class _Scope:
+    """Variables assigned under one condition (a tuple of (kind, selector) atoms)."""
+
+    atoms: tuple[tuple[str, str], ...]
+    vars: dict[str, Binding] = field(default_factory=dict)
+    parent: _Scope | None = None
+
+    def lookup(self, name: str) -> Binding | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.vars:
+                return scope.vars[name]
+            scope = scope.parent
+        return None
+
+    def assign(self, name: str, value: Word, line: int) -> None:
+        self.vars[name] = Binding(value, line, self.lookup(name))
+
+
+class _Expander:
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def expand(self, word: Word, scope: _Scope, mode: str, shadow: Shadow | None = None) -> str:
+        """mode "plain": a value for a typed field; "template": the same with {version};
+        "shell": a command, where unknown variables stay for the shell to expand."""
+        out = []
+        for kind, text in word.parts:
+            if kind == "lit":
+                out.append(self._escape(text, mode))
+                continue
+            out.append(self._expand_text(text, scope, mode, shadow or {}))
+        return "".join(out)
+
+    def _escape(self, text: str, mode: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}") if mode == "template" else text
+
+    def _expand_text(self, text: str, scope: _Scope, mode: str, shadow: Shadow) -> str:
+        out: list[str] = []
+        i = 0
+        while i < len(text):
+            if text.startswith("\\$", i):
+                # `\$X` stores `$X` in the value, which the legacy script evals at build time.
+                out.append("$")
+                i += 2
+                continue
+            if text.startswith("$(", i) or text[i] == "`":
+                if mode == "shell":
+                    j = _read_subst(text, i) if text[i] == "$" else text.index("`", i + 1) + 1
+                    out.append(text[i:j])
+                    i = j
+                    continue
+                raise Unconvertible("command substitution, which only the legacy script runs")
+            m = _VAR.match(text, i)
+            if not m:
+                out.append(self._escape(text[i], mode))
+                i += 1
+                continue
+            name = m["braced"] or m["plain"]
+            op = m["op"] or ""
+            out.append(self._variable(name, op, m[0], scope, mode, shadow))
+            i = m.end()
+        return "".join(out)
+
+    def _variable(
+        self, name: str, op: str, raw: str, scope: _Scope, mode: str, shadow: Shadow
+    ) -> str:
+        if op and not op.startswith(":?"):
+            if mode == "shell":
+                return raw
+            raise Unconvertible(f"the expansion {raw} is shell logic")
+        if name == "VERSION":
+            return {"template": "{version}", "shell": "$VERSION"}.get(mode) or _raise(
+                "uses $VERSION where a fixed value is needed (a [versions] table can hold it)"
+            )
+        if name == "PACKAGE":
+            return self.package
+        binding = shadow[name] if name in shadow else scope.lookup(name)
+        if binding is not None:
+            return self.expand(binding.value, scope, mode, {**shadow, name: binding.prev})
+        if name in ("PACKAGE_FOLDER_NAME", "PACKAGE_DOWNLOAD_NAME", "PYTHON_IMPORT_NAME"):
+            return self.package  # build_wheel.sh's defaults
+        if name in shadow or name in LEGACY_VARIABLES or name in _DEFAULTS_VARS:
+            return ""  # unset, as build_wheel.sh leaves it
+        if mode == "shell":
+            return raw
+        raise Unconvertible(f"uses ${name}, which only the legacy build environment sets")
+
+
+def _raise(message: str) -> str:
+    raise Unconvertible(message)
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+
+def _condition(words: tuple[Word, ...]) -> list[tuple[str, str]]:
+    """`[[ $EBVERSIONGENTOO == 2023 ]]` -> [("targets", "gentoo2023-*")]; raises Unconvertible
+    for anything but a comparison of the stack year or the version with a constant."""
+    lits = [w.literal for w in words]
+    if len(lits) != 5 or lits[0] not in ("[[", "[") or lits[4] not in ("]]", "]"):
+        raise Unconvertible("a condition other than one comparison of the stack year or version")
+    left, op, right = words[1], lits[2], words[3]
+    var = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", left.literal)
+    if not var or var[1] not in (_STACK_VAR, "VERSION") or "$" in right.literal:
+        raise Unconvertible("a condition other than one comparison of the stack year or version")
+    value = right.literal
+    if op not in ("==", "=", "!=", "-eq", "-ne"):
+        raise Unconvertible(f"the comparison {op!r} (only ==, != convert)")
+    negate = op in ("!=", "-ne")
+    if var[1] == _STACK_VAR:
+        if not re.fullmatch(r"\d{4}", value):
+            raise Unconvertible(f"stack year {value!r} is not a year")
+        return [("targets", f"{'!' if negate else ''}gentoo{value}-*")]
+    # A version: exact, or a trailing .* glob (PEP 440 prefix match); other globs do not map.
+    unquoted_glob = any(k == "bare" and "*" in t for k, t in right.parts)
+    spec = value
+    if unquoted_glob:
+        if not re.fullmatch(r"\d+(\.\d+)*\.\*", value):
+            raise Unconvertible(f"the version pattern {value!r} has no PEP 440 form")
+    else:
+        try:
+            Version(value)
+        except InvalidVersion as exc:
+            raise Unconvertible(f"{value!r} is not a version") from exc
+    return [("versions", f"{'!=' if negate else '=='}{spec}")]
+
+
+def _negate(atoms: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if len(atoms) != 1:
+        raise Unconvertible("an else after a condition of several parts")
+    kind, sel = atoms[0]
+    if kind == "targets":
+        return [(kind, sel[1:] if sel.startswith("!") else f"!{sel}")]
+    return [
+        (kind, sel.replace("==", "!=", 1) if sel.startswith("==") else sel.replace("!=", "==", 1))
+    ]
+
+
+def _nest(atoms: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Adjacent version atoms merge into one specifier (a comma is AND); a negated stack is
+    dropped where a chain already names another stack (the elif of `== 2026` / `== 2023`)."""
+    stacks = {sel for kind, sel in atoms if kind == "targets" and not sel.startswith("!")}
+    out: list[tuple[str, str]] = []
+    for kind, sel in atoms:
+        if kind == "targets" and sel.startswith("!") and stacks - {sel[1:]}:
+            continue
+        if out and kind == "versions" and out[-1][0] == "versions":
+            out[-1] = (kind, f"{out[-1][1]},{sel}")
+        else:
+            out.append((kind, sel))
+    return tuple(out)

@@ -1,0 +1,136 @@
+"""Legacy configs -> recipe files: one recipe per package (generic and version-specific configs
+together), the patches they name copied beside it, every written recipe checked."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from builder.errors import ConfigError
+from builder.recipes.legacy.convert import _Converter
+from builder.recipes.legacy.expand import _nest
+from builder.recipes.legacy.variables import Skipped
+from builder.recipes.recipe import PATCHES_DIR, SECTIONS, check_recipe, recipe_path, to_toml
+
+
+@dataclass
+class LegacyResult:
+    config: Path
+    name: str  # the package, from the file name
+    recipe: Path | None = None
+    skipped: list[Skipped] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the written recipe failed its check
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def whole(self) -> bool:
+        return not self.skipped and not self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": str(self.config),
+            "recipe": str(self.recipe) if self.recipe else None,
+            "whole": self.whole,
+            "not_converted": [s.__dict__ for s in self.skipped],
+            "errors": self.errors,
+        }
+
+
+def package_of(config: Path) -> tuple[str, str | None]:
+    """`Cartopy.sh` -> ("Cartopy", None); `Cartopy-0.20.2.sh` -> ("Cartopy", "0.20.2"): the
+    legacy script sources `<pkg>-<version>.sh` in place of `<pkg>.sh` for that version."""
+    stem = config.name.removesuffix(".sh")
+    m = re.fullmatch(r"(.+?)-(\d[A-Za-z0-9.+!]*)", stem)
+    if m:
+        try:
+            Version(m[2])
+            return m[1], m[2]
+        except InvalidVersion:
+            pass
+    return stem, None
+
+
+def convert(config: Path, patches_dir: Path | None = None) -> tuple[dict[str, Any], _Converter]:
+    """The recipe data of one legacy config, and the converter (its skipped list, patches)."""
+    package, version = package_of(config)
+    text = config.read_text()
+    conv = _Converter(config, package, patches_dir)
+    conv.run(text)
+    data: dict[str, Any] = {"package": {"name": canonicalize_name(package)}}
+    order = {name: i for i, name in enumerate(SECTIONS)}
+    for atoms, sections in conv.tables.items():
+        sections = dict(sorted(sections.items(), key=lambda kv: order[kv[0]]))
+        if any(kind == "dead" for kind, _ in atoms):
+            continue
+        path = _nest(((("versions", f"=={version}"),) if version else ()) + atoms)
+        node = data
+        for kind, sel in path:
+            node = node.setdefault(kind, {}).setdefault(sel, {})
+        for section, values in sections.items():
+            node.setdefault(section, {}).update(values)
+    return data, conv
+
+
+def import_configs(
+    configs: list[Path], out_dir: Path, *, patches_dir: Path | None = None, force: bool = False
+) -> list[LegacyResult]:
+    """Convert each config into `out_dir/<name>.toml` (configs of one package, generic and
+    version-specific, into one recipe), copy the patches they name to `out_dir/patches/`, and
+    check every written recipe."""
+    for c in configs:
+        if not c.is_file():
+            raise ConfigError(f"{c}: no such file", fix="pass legacy config/<pkg>.sh files")
+    by_name: dict[str, list[Path]] = {}
+    for c in configs:
+        by_name.setdefault(canonicalize_name(package_of(c)[0]), []).append(c)
+    results: list[LegacyResult] = []
+    for name, files in by_name.items():
+        path = recipe_path(name, out_dir)
+        if path.exists() and not force:
+            raise ConfigError(f"{path} exists", fix="pass --force to replace it, or --out DIR")
+        merged: dict[str, Any] = {"package": {"name": name}}
+        file_results = []
+        # The generic config first: version-specific ones become [versions."==X"] tables.
+        for config in sorted(files, key=lambda f: package_of(f)[1] is not None):
+            pdir = patches_dir or config.resolve().parent.parent / PATCHES_DIR
+            data, conv = convert(config, pdir)
+            _merge(merged, data)
+            res = LegacyResult(config, name, skipped=conv.skipped, data=data)
+            if package_of(config)[1] and any(package_of(f)[1] is None for f in files):
+                res.skipped.append(
+                    Skipped(
+                        0,
+                        config.name,
+                        "build_wheel.sh sourced this file instead of the generic config for its "
+                        "version; as a [versions] table it overrides key by key, so keys only the "
+                        "generic config sets still apply",
+                    )
+                )
+            for n, src in conv.patch_files.items():
+                (out_dir / PATCHES_DIR).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out_dir / PATCHES_DIR / n)
+            file_results.append(res)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        header = [
+            f"converted by `cbuild recipe import-legacy` from {', '.join(f.name for f in files)}"
+        ]
+        path.write_text(to_toml(merged, comments={"package": header}))
+        errors = [e.message for e in check_recipe(path)]
+        for r in file_results:
+            r.recipe, r.errors = path, errors
+        results += file_results
+    return results
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any]) -> None:
+    for k, v in data.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
