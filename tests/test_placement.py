@@ -10,7 +10,8 @@ import pytest
 
 from builder.errors import PlacementError
 from builder.targets.model import load_stack
-from builder.wheelhouse.placement import Candidate, Decision, explain, place, plan, scan
+from builder.wheelhouse.layout import scan
+from builder.wheelhouse.placement import Candidate, Decision, explain, place, plan
 from builder.wheels.repair import repair_wheel, wheel_content_digest
 
 STACK = load_stack("gentoo2023")
@@ -210,8 +211,19 @@ def test_unwritable_wheelhouse(tmp_path: Path) -> None:
     with pytest.raises(PlacementError, match="is a file, not a directory") as err:
         place(ds, wh, cs)
     assert str(wh) in str(err.value) and err.value.fix
-    with pytest.raises(PlacementError, match="does not exist"):
-        place(ds, tmp_path / "missing", cs)
+    # A file where a folder of the stack goes: refused before anything is written.
+    blocked = tmp_path / "blocked"
+    (blocked / "gentoo2023").mkdir(parents=True)
+    (blocked / "gentoo2023" / "generic").write_text("")
+    with pytest.raises(PlacementError, match="gentoo2023/generic is a file"):
+        place(ds, blocked, cs)
+
+
+def test_missing_wheelhouse_is_created_under_a_writable_folder(tmp_path: Path) -> None:
+    cs = [cand(tmp_path, "gentoo2023-generic", "generic")]
+    wh = tmp_path / "new" / "wheelhouse"
+    (placed,) = place(plan(cs, STACK, scan(wh, STACK)), wh, cs)
+    assert placed == wh / "gentoo2023/generic" / cs[0].wheel.name and placed.is_file()
 
 
 def test_failure_while_copying_leaves_no_trace(tmp_path: Path, wheelhouse: Path) -> None:

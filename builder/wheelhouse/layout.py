@@ -108,9 +108,14 @@ def wheel_names(folder: Path) -> set[str]:
     }
 
 
-def scan(wheelhouse: Path, folders: Iterable[str]) -> dict[str, set[str]]:
+def scan_folders(wheelhouse: Path, folders: Iterable[str]) -> dict[str, set[str]]:
     """The wheel names in each of `folders` (relative to `wheelhouse`)."""
     return {f: wheel_names(Path(wheelhouse) / f) for f in dict.fromkeys(folders)}
+
+
+def scan(wheelhouse: Path, stack: Stack) -> dict[str, set[str]]:
+    """The wheel names in each folder the stack uses: what placement decides from."""
+    return scan_folders(wheelhouse, stack_folders(stack))
 
 
 def wheelhouse_root(wheel: Path, stack: Stack) -> Path | None:
@@ -164,6 +169,7 @@ __all__ = [
     "level_folders",
     "run_search_folders",
     "scan",
+    "scan_folders",
     "search_folders",
     "stack_folders",
     "wheel_names",

@@ -1,7 +1,7 @@
 """Wheelhouse placement: a pure planner that explains every decision, and an atomic copy step.
 
-pip on a node reads `<stack>/<level>`, then `<stack>/generic`, then `generic`; the rules below
-(DESIGN.md, site rules) keep the wheel it finds unambiguous:
+pip on a node reads `<stack>/<level>`, then `<stack>/generic`, then `generic` (`layout`); the
+rules below (DESIGN.md, site rules) keep the wheel it finds unambiguous:
 - pure wheels go to the pure folder, once;
 - a compiled package whose level builds equal the baseline (`generic` target) build is not
   level-dependent: the baseline goes to the stack's generic folder, once;
@@ -22,9 +22,9 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from builder.errors import PlacementError
+from builder.files import temp_beside
 from builder.targets.model import Stack
-
-GENERIC = "generic"
+from builder.wheelhouse.layout import GENERIC, check_writable, level_folders, scan
 
 
 @dataclass(frozen=True)
@@ -50,29 +50,6 @@ def _package(wheel_name: str) -> str:
     # The name part alone, so that a stray badly named file in the wheelhouse does not crash
     # the planner; canonical so that `ruamel.yaml.clib` and `ruamel_yaml_clib` are one package.
     return canonicalize_name(wheel_name.split("-", 1)[0])
-
-
-def _level_folders(stack: Stack) -> list[str]:
-    return [stack.folder_for_level(lv) for lv in stack.levels if lv != GENERIC]
-
-
-def scan(wheelhouse: Path, stack: Stack) -> dict[str, set[str]]:
-    """What the planner needs to know about the wheelhouse: the wheel names in each folder the
-    stack uses. A missing folder is empty; temporaries (dot files) are not wheels."""
-    folders = [stack.pure_folder, stack.generic_folder, *_level_folders(stack)]
-    index: dict[str, set[str]] = {}
-    for folder in dict.fromkeys(folders):
-        path = Path(wheelhouse) / folder
-        index[folder] = (
-            {
-                p.name
-                for p in path.iterdir()
-                if p.name.endswith(".whl") and p.is_file() and not p.name.startswith(".")
-            }
-            if path.is_dir()
-            else set()
-        )
-    return index
 
 
 def plan(
@@ -226,13 +203,13 @@ def _check_wheelhouse(
     if d.folder is None or d.error:
         return d
     existing_here = d.wheel_name in index.get(d.folder, set())
-    level_folders = _level_folders(stack)
+    levels = level_folders(stack)
 
     if d.folder == stack.generic_folder:
         package = _package(d.wheel_name)
         found = sorted(
             f"{folder}/{name}"
-            for folder in level_folders
+            for folder in levels
             for name in index.get(folder, set())
             if _package(name) == package
         )
@@ -244,7 +221,7 @@ def _check_wheelhouse(
                 "remove them, or build all targets so the wheel goes to the "
                 "level folders",
             )
-    elif d.folder in level_folders and d.wheel_name in index.get(stack.generic_folder, set()):
+    elif d.folder in levels and d.wheel_name in index.get(stack.generic_folder, set()):
         return _refuse_d(
             d,
             f"{stack.generic_folder}/{d.wheel_name} exists and pip on a node "
@@ -286,27 +263,6 @@ def explain(decisions: Iterable[Decision]) -> list[str]:
 # ---------------------------------------------------------------------------- side effects
 
 
-def _check_writable(wheelhouse: Path) -> None:
-    fix = f"create it (mkdir -p {wheelhouse}) or pass the right --wheelhouse"
-    if not wheelhouse.exists():
-        blocker = next((p for p in wheelhouse.parents if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
-            raise PlacementError(
-                f"wheelhouse {wheelhouse} cannot exist: {blocker} is a file, not a directory",
-                fix="pass the right --wheelhouse",
-            )
-        raise PlacementError(f"wheelhouse {wheelhouse} does not exist", fix=fix)
-    if not wheelhouse.is_dir():
-        raise PlacementError(
-            f"wheelhouse {wheelhouse} is not a directory", fix="pass the right --wheelhouse"
-        )
-    if not os.access(wheelhouse, os.W_OK | os.X_OK):
-        raise PlacementError(
-            f"wheelhouse {wheelhouse} is not writable by this user",
-            fix=f"run as its owner, or grant write access (chmod u+w {wheelhouse})",
-        )
-
-
 def place(
     decisions: Sequence[Decision], wheelhouse: Path, candidates: Sequence[Candidate]
 ) -> list[Path]:
@@ -321,7 +277,7 @@ def place(
             fix="see each refusal above",
         )
     wheelhouse = Path(wheelhouse)
-    _check_writable(wheelhouse)
+    check_writable(wheelhouse, {d.folder for d in decisions if d.folder is not None})
     by_key = {(c.target_id, c.wheel.name): c for c in candidates}
     moves = [
         (by_key[(d.target_id, d.wheel_name)].wheel, wheelhouse / d.folder / d.wheel_name, d)
@@ -342,7 +298,7 @@ def place(
                     f"exists: {dest} (it appeared after the plan was made)",
                     fix="plan again; pass --force to replace it",
                 )
-            tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+            tmp = temp_beside(dest)
             # open() rather than mkstemp: the wheel gets the umask's mode, not a private 0600.
             with open(src, "rb") as fin, open(tmp, "wb") as fout:
                 temps.append((tmp, dest))
@@ -366,3 +322,7 @@ def place(
                 fix="check the wheelhouse's permissions and free space",
             ) from exc
         raise
+
+
+# `scan` and `GENERIC` are layout's, re-exported for the callers that plan with this module.
+__all__ = ["GENERIC", "Candidate", "Decision", "explain", "place", "plan", "scan"]
