@@ -55,3 +55,12 @@ class Cache:
     @property
     def apptainer(self) -> Path:
         return self.root / "apptainer"
+
+    @property
+    def run_folders(self) -> Path:
+        """Work folders of `cbuild run` (logs, fetched wheels), a few kept."""
+        return self.root / "runs-cmd"
+
+    def shell_fetched(self, target_id: str) -> Path:
+        """What `cbuild shell` had to fetch for a target, kept for its interactive container."""
+        return self.root / "shell-fetched" / target_id
