@@ -11,7 +11,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-need=(curl podman runc qemu-user-static mmdebstrap python3-venv python3-pip uidmap ca-certificates)
+# gcc/libc6-dev, binutils and patch: unit tests compile ISA fixtures and apply patches on the host.
+need=(curl podman runc qemu-user-static mmdebstrap python3-venv python3-pip uidmap ca-certificates
+  gcc libc6-dev binutils patch)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

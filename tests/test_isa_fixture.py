@@ -157,6 +157,7 @@ def test_v4_build_with_isa_note_is_refused_by_glibc(built: dict[str, Path]) -> N
     assert "ELF ISA note requires a level above x86-64-v3" in verdict.detail
 
 
+@pytest.mark.host_dependent
 @pytest.mark.parametrize("name,lv", [("v3", V3), ("v4", V4), ("v4-note", V4)])
 def test_builds_pass_natively_where_the_host_has_the_level(
     built: dict[str, Path], name: str, lv: Level
