@@ -19,6 +19,8 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from builder.targets.model import resolve
+from builder.wheelhouse import layout
+from builder.wheelhouse.layout import find_links
 from builder.workflows import recursive
 from builder.workflows.recursive import (
     Candidate,
@@ -27,7 +29,6 @@ from builder.workflows.recursive import (
     PyPIIndex,
     Requires,
     Wheelhouse,
-    find_links,
     plan,
     sdist_requires,
 )
@@ -337,7 +338,7 @@ def test_find_links_lowest_level_first() -> None:
         "/wh/gentoo2023/x86-64-v3",
         "/wh/gentoo2023/x86-64-v4",
     ]
-    assert recursive.search_folders(V4) == (
+    assert layout.search_folders(V4) == (
         "gentoo2023/x86-64-v4",
         "gentoo2023/generic",
         "generic",
