@@ -1,16 +1,23 @@
-"""Progress for long runs: a live table, one row per target, on a terminal; timestamped lines
-(one per step) elsewhere, so that CI logs read well."""
+"""Progress for long runs: the two callback shapes every layer reports through, and the
+display: a live table, one row per target, on a terminal; timestamped lines (one per step)
+elsewhere, so that CI logs read well."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+
+# A job's progress: (target id, or "" for the whole job; message).
+TargetProgressFn = Callable[[str, str], None]
+# One step's progress (an image build, a run): the message only.
+StepProgress = Callable[[str], None]
 
 
 class TargetProgress:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import builder
 from builder.cli.app import app
 from builder.errors import ConfigError, FetchError
-from builder.pipeline.job import RunReport, TargetResult
+from builder.pipeline.model import RunReport, TargetResult
 from builder.targets.model import all_targets, resolve
 from builder.workflows import slurm
 from builder.workflows.batch import (

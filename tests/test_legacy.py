@@ -280,7 +280,8 @@ def test_cli_import_legacy_lists_what_was_not_converted(tmp_path: Path) -> None:
 def test_the_converted_fixture_recipe_builds_the_same_package(engine, sdist_factory, tmp_path):
     """isafixture.sh converts whole, and the recipe it gives builds, edits and tests the C
     fixture through the real engine as the legacy script would have."""
-    from builder.pipeline.job import Pipeline, WheelRequest
+    from builder.pipeline.job import Pipeline
+    from builder.pipeline.model import WheelRequest
 
     (result,) = import_configs([LEGACY / "config/isafixture.sh"], tmp_path / "recipes")
     assert result.whole, result.skipped

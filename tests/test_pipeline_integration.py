@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import PlacementError
-from builder.pipeline.job import Pipeline, RunReport, WheelRequest
+from builder.pipeline.job import Pipeline
+from builder.pipeline.model import RunReport, WheelRequest
 from builder.targets.cputest import plan_here
 from builder.targets.levels import level
 from builder.targets.model import all_targets, resolve

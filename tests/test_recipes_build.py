@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline.job import Pipeline, RunReport, WheelRequest
+from builder.pipeline.job import Pipeline
+from builder.pipeline.model import RunReport, WheelRequest
 from builder.targets.model import resolve
 
 pytestmark = pytest.mark.integration

@@ -446,7 +446,8 @@ def test_fields_the_build_does_not_act_on_are_named() -> None:
 
 
 def test_the_pipeline_refuses_such_a_recipe_before_any_container(tmp_path: Path) -> None:
-    from builder.pipeline.job import Pipeline, WheelRequest
+    from builder.pipeline.job import Pipeline
+    from builder.pipeline.model import WheelRequest
 
     req = WheelRequest(
         "pytorch3d",

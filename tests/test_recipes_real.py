@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline.job import Pipeline, WheelRequest
+from builder.pipeline.job import Pipeline
+from builder.pipeline.model import WheelRequest
 from builder.recipes.recipe import load_recipe
 from builder.targets.model import resolve
 

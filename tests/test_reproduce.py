@@ -5,6 +5,7 @@ test_reproduce_integration.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import zipfile
@@ -16,8 +17,11 @@ from typer.testing import CliRunner
 
 from builder.cli.app import app
 from builder.engines.base import RunResult
-from builder.images.spec import spec_for
-from builder.pipeline.job import TargetResult, _provenance, build_key
+from builder.manifest import Manifest, ManifestError
+from builder.pipeline.keys import build_key
+from builder.pipeline.model import TargetResult
+from builder.pipeline.place import provenance
+from builder.providers import spec_for
 from builder.recipes.recipe import load_recipe
 from builder.sources import pypi
 from builder.targets.cputest import qemu_binary
@@ -26,19 +30,17 @@ from builder.wheels.info import WheelInspectError
 from builder.workflows.reproduce import (
     NEEDED_TO_REBUILD,
     NEEDED_TO_RUN,
-    ManifestError,
     RunPlan,
     cpu_level,
-    exit_message,
     find_in_wheelhouse,
     image_for_target,
     load_manifest,
     recipe_from_manifest,
     run_script,
     search_folders,
-    shell_argv,
     wheelhouse_root,
 )
+from builder.workflows.run import exit_message, shell_argv
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 V3, V4, GENERIC = resolve(["gentoo2023-x86-64-v3", "gentoo2023-x86-64-v4", "gentoo2023-generic"])
@@ -142,8 +144,10 @@ def test_recipe_written_back_from_a_manifest_gives_the_same_build_key(name, tmp_
     package = name.removesuffix("-defaults")
     version = "1.17.0" if package == "annoy" else "1.85"
     recipe = load_recipe(package, version, REPO_RECIPES)
-    recorded = _provenance(TargetResult(V3), recipe)
-    manifest = json.loads(json.dumps({"package": package, "version": version, **recorded}))
+    recorded = provenance(TargetResult(V3), recipe)
+    manifest = Manifest.from_dict(
+        json.loads(json.dumps({"package": package, "version": version, **recorded}))
+    )
     again, folder, notes = recipe_from_manifest(manifest, tmp_path)
     lock = [pypi.LockEntry(package, version, f"{package}-{version}.tar.gz", "0" * 64, "sdist")]
     assert build_key(again.for_target(V3), lock, V3) == build_key(recipe.for_target(V3), lock, V3)
@@ -155,18 +159,18 @@ def test_recipe_written_back_from_a_manifest_gives_the_same_build_key(name, tmp_
 
 
 def test_manifest_without_recipe_falls_back_and_says_so(tmp_path) -> None:
-    manifest = {"package": "annoy", "version": "1.17.0"}
+    manifest = Manifest(package="annoy", version="1.17.0")
     recipe, _, notes = recipe_from_manifest(manifest, tmp_path, REPO_RECIPES)
     assert recipe.patches == ("annoy-1.17-setup.patch",)
     assert "does not record the recipe (older cbuild)" in notes[0]
 
 
 def test_recorded_patch_names_stay_in_their_folder(tmp_path) -> None:
-    manifest = {
-        "package": "pkg",
-        "version": "1.0",
-        "recipe": {"file": None, "patches": {"../../escape.patch": "x"}},
-    }
+    manifest = Manifest(
+        package="pkg",
+        version="1.0",
+        recipe={"file": None, "patches": {"../../escape.patch": "x"}},
+    )
     with pytest.raises(ManifestError, match="leaves its folder"):
         recipe_from_manifest(manifest, tmp_path)
 
@@ -195,7 +199,7 @@ class Images:
 
 def test_image_choice_from_a_manifest() -> None:
     spec = spec_for(V3)
-    recorded = {"image": spec.tag, "image_id": "sha256:old", "image_spec_hash": spec.hash}
+    recorded = Manifest(image=spec.tag, image_id="sha256:old", image_spec_hash=spec.hash)
     # The recorded image itself.
     engine = Images({spec.tag: "sha256:old"})
     assert image_for_target(engine, spec, print, recorded) == (spec.tag, [])
@@ -207,7 +211,8 @@ def test_image_choice_from_a_manifest() -> None:
     assert "rebuilding it from the recorded definition" in notes[0]
     assert "differs from the recorded sha256:old" in notes[1]
     # Gone, and the definition changed since: said clearly.
-    tag, notes = image_for_target(Images({}), spec, print, {**recorded, "image_spec_hash": "f00"})
+    changed = dataclasses.replace(recorded, image_spec_hash="f00")
+    tag, notes = image_for_target(Images({}), spec, print, changed)
     assert "cannot be rebuilt" in notes[0] and "NOT the image the wheel was built in" in notes[0]
 
 
@@ -269,10 +274,13 @@ def test_exit_messages() -> None:
 
 
 def test_shell_command_line_for_podman_and_apptainer(tmp_path) -> None:
+    from builder.engines.apptainer import ApptainerEngine
     from builder.engines.base import Mount
+    from builder.engines.docker import DockerEngine
 
-    class Podman:
-        name = "docker"
+    class Podman(DockerEngine):  # the engine's own argv, without a connection
+        def __init__(self) -> None:
+            self.client = None
 
         def describe(self) -> str:
             return "podman 4.3.1 (Docker API 1.41)"
@@ -291,8 +299,9 @@ def test_shell_command_line_for_podman_and_apptainer(tmp_path) -> None:
     assert f"{tmp_path}:/cbuild/wheelhouse/0:ro" in argv
     assert argv[-6:-3] == ["img", "sh", "-c"] and argv[-2:] == ["cbuild-shell", "bash"]
 
-    class Apptainer:
-        name, fakeroot = "apptainer", True
+    class Apptainer(ApptainerEngine):
+        def __init__(self) -> None:
+            self.fakeroot, self.network_isolated = True, True
 
     argv = shell_argv(Apptainer(), p, ["bash"], network=False, tty=True)
     assert argv[:2] == ["apptainer", "exec"] and "--containall" in argv

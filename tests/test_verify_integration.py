@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline.job import Pipeline, WheelRequest
+from builder.pipeline.job import Pipeline
+from builder.pipeline.model import WheelRequest
 from builder.sources import pypi
 from builder.targets.model import resolve
 

@@ -8,7 +8,6 @@ facts and a static scan of the x86 instruction-set extensions its code contains 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError
+from builder.manifest import Manifest, ManifestError
 from builder.targets.model import Stack, load_stack
 from builder.wheelhouse import placement
 from builder.wheels import repair
@@ -100,8 +100,9 @@ class WheelReport:
     highest_level: str | None  # across all ELF files; None: no x86 code
     above: dict[str, int]  # level -> instructions above it, all ELF files together
     outside_levels: dict[str, int]
-    manifest: dict[str, Any] | None  # `<wheel>.json` beside the wheel, when present
+    manifest: Manifest | None  # `<wheel>.json` beside the wheel, when present and readable
     findings: list[Finding] = field(default_factory=list)
+    manifest_error: str | None = None  # why the manifest beside the wheel is unreadable
 
     @property
     def is_pure(self) -> bool:
@@ -129,6 +130,8 @@ class WheelReport:
         d["is_pure"] = self.is_pure
         d["contains"] = self.contains
         d["contains_note"] = CONTAINS_NOTE
+        error = d.pop("manifest_error")
+        d["manifest"] = self.manifest.as_dict() if self.manifest else error and {"error": error}
         return d
 
     def text(self) -> str:
@@ -145,9 +148,8 @@ class WheelReport:
             lines.append(f"        {', '.join(self.wheel_tags) or '-'} (WHEEL)")
         if self.requirements:
             lines.append(f"  requires: {', '.join(self.requirements)}")
-        if self.manifest is not None:
-            tgt = self.manifest.get("target", {})
-            tid = tgt.get("id") if isinstance(tgt, dict) else None
+        if self.manifest is not None or self.manifest_error:
+            tid = self.manifest.target_id if self.manifest else None
             lines.append(f"  manifest: present (target {tid or '?'})")
         for e in self.elfs:
             lines.append(f"  ELF {e.member} ({e.size:,} bytes)")
@@ -226,15 +228,12 @@ def _headers(zf: zipfile.ZipFile, member: str) -> list[tuple[str, str]]:
     return [(repair._field_key(raw), repair._field_value(raw)) for raw in fields]
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
-    mpath = path.with_name(path.name + ".json")
-    if not mpath.is_file():
-        return None
+def _read_manifest(path: Path) -> tuple[Manifest | None, str | None]:
+    """The manifest beside the wheel, or why it cannot be read."""
     try:
-        data = json.loads(mpath.read_text())
-    except (OSError, ValueError):
-        return {"error": f"unreadable manifest {mpath.name}"}
-    return data if isinstance(data, dict) else {"error": f"{mpath.name} is not a JSON object"}
+        return Manifest.beside(path), None
+    except ManifestError as exc:
+        return None, exc.message
 
 
 def _scan_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, tmp: Path) -> ElfEntry:
@@ -385,6 +384,7 @@ def inspect_wheel(path: Path | str, stack: str = DEFAULT_STACK) -> WheelReport:
             )
 
     highest, above, outside = _combine([e.isa for e in elfs if e.isa and e.isa.scanned])
+    manifest, manifest_error = _read_manifest(path)
     return WheelReport(
         path=str(path),
         filename=path.name,
@@ -405,8 +405,9 @@ def inspect_wheel(path: Path | str, stack: str = DEFAULT_STACK) -> WheelReport:
         highest_level=highest,
         above=above,
         outside_levels=outside,
-        manifest=_read_manifest(path),
+        manifest=manifest,
         findings=findings,
+        manifest_error=manifest_error,
     )
 
 
@@ -468,8 +469,8 @@ def explain_placement(
     wheel, wheelhouse = Path(wheel), Path(wheelhouse)
     report = inspect_wheel(wheel, stack or DEFAULT_STACK)
     reasons: list[str] = []
-    manifest = report.manifest or {}
-    target = manifest.get("target") if isinstance(manifest.get("target"), dict) else None
+    target = report.manifest.target if report.manifest else None
+    target = target if isinstance(target, dict) else None
     if target and target.get("stack") and not stack:
         stack = str(target["stack"])
     st = load_stack(stack or DEFAULT_STACK)

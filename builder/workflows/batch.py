@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError, ConfigError
+from builder.pipeline.model import Status
 from builder.targets.model import Target, all_targets, resolve
 
 EXAMPLE = "biopython==1.85 gentoo2023-x86-64-v3"
@@ -228,7 +229,7 @@ def run_local(entries: list[BatchEntry], build: Callable[[BatchEntry], Any]) -> 
         secs = time.monotonic() - t0
         if not report.ok:
             yield Outcome(e, "failed", secs, report, report.error, None, report.exit_code)
-        elif all(r.status == "up to date" for r in report.results):
+        elif all(r.status is Status.UP_TO_DATE for r in report.results):
             yield Outcome(e, "up to date", secs, report)
         else:
             yield Outcome(e, "ok", secs, report)

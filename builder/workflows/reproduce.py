@@ -1,84 +1,54 @@
-"""`cbuild run` and `cbuild shell`: a command, or a shell, in exactly the image a wheel was built
-and tested in, with wheels from the wheelhouse installed in a fresh venv.
+"""`cbuild run` and `cbuild shell`, the plan: a command, or a shell, in exactly the image a
+wheel was built and tested in, with wheels from the wheelhouse installed in a fresh venv.
 
 A user's "it crashes on the older nodes" becomes `cbuild run WHEEL --cpu x86-64-v3 -- python
 repro.py`: the image comes from the wheel's manifest (rebuilt from the recorded definition when
 it is gone), the wheel and its dependencies come from the wheelhouse folders a node's pip reads
 (level, then the stack's generic folder, then pure wheels), and `--cpu` runs Python under QEMU
-with exactly that level's CPU features, as the pipeline's own test does.
-
-Installing is offline first (wheelhouse and cbuild's wheel store); only what they lack is
-fetched from PyPI, in a separate networked container, into the store. The command itself runs
-with the network off unless asked.
+with exactly that level's CPU features, as the pipeline's own test does. Everything here is
+decided on the host; `workflows.run` runs the plan.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
-import signal
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from packaging import tags as ptags
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion
 
-from builder.engines.base import Engine, Mount, RunResult, RunSpec
-from builder.errors import CbuildError, ConfigError, EngineError
-from builder.images import scripts as steps
-from builder.images.spec import QEMU_PATH, ImageSpec, spec_for
-from builder.recipes.recipe import Recipe, load_recipe, recipe_path
-from builder.targets.cputest import (
-    GLIBC_ISA_MESSAGE,
-    QEMU_SIGILL_MESSAGE,
-    SIGILL_EXIT_CODES,
-    CpuTestPlan,
-    interpret,
-    python_shim_script,
-    qemu_binary,
+from builder.cache import Cache
+from builder.engines.base import Engine, Mount
+from builder.errors import ConfigError, EngineError
+from builder.images.paths import (
+    QEMU_PATH,
+    RUN_ENV,
+    SHIM_DIR,
+    STORE_DIR,
+    WHEELHOUSE_DIR,
+    WITH_DIR,
 )
+from builder.images.spec import ImageSpec
+from builder.manifest import Manifest, ManifestError, manifest_path
+from builder.progress import StepProgress
+from builder.providers import spec_for
+from builder.recipes.recipe import Recipe, load_recipe, recipe_path
+from builder.targets.cputest import python_shim_script, qemu_binary
 from builder.targets.levels import Level, host_has, level
-from builder.targets.model import Target, load_stack
+from builder.targets.model import Target
 from builder.targets.model import resolve as resolve_targets
+from builder.wheelhouse import layout
 from builder.wheels import info as wheelinfo
 
-RUN_ENV = "/cbuild/runenv"
-WHEELHOUSE_DIR = "/cbuild/wheelhouse"  # /<i>: the wheelhouse folders, in search order
-WITH_DIR = "/cbuild/with"  # /<i>: folders of wheel files given by path
-STORE_DIR = "/cbuild/store"  # cbuild's wheel store (what the pipeline fetched from PyPI)
-FETCHED_DIR = "/cbuild/fetched"  # this run's downloads, when the first install lacked some
 SETUP_FAILED = "::cbuild-setup-failed::"
 SETUP_LOG = "/tmp/cbuild-setup.log"
-# pip's words for "no file satisfies this here": the cue to fetch from PyPI and try again.
-_MISSING_SIGNS = ("No matching distribution found", "Could not find a version that satisfies")
-
-Progress = Callable[[str], None]
-
-
-class SetupError(CbuildError):
-    """cbuild could not prepare the run (image, venv, install); the command did not run.
-    125, as `docker run` uses for its own failures: any other status is the command's."""
-
-    exit_code = 125
-
-
-class ManifestError(CbuildError):
-    """A wheel's manifest is missing, unreadable or lacks what a command needs."""
-
-    exit_code = 2
 
 
 # ---------------------------------------------------------------------------- manifests
-
-
-def manifest_path(wheel: Path) -> Path:
-    return wheel.with_name(wheel.name + ".json")
 
 
 def check_wheel(wheel: Path) -> None:
@@ -105,7 +75,7 @@ _FIELD_WORDS = {
 
 def load_manifest(
     wheel: Path, needed: tuple[str, ...], purpose: str, otherwise: str = ""
-) -> dict[str, Any]:
+) -> Manifest:
     """`<wheel>.json`, checked to hold `needed`; every problem says what is missing and how to
     get it (`otherwise`: what the user can do without one)."""
     check_wheel(wheel)
@@ -122,53 +92,33 @@ def load_manifest(
             fix=how,
         )
     try:
-        data = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"manifest {mpath} is unreadable: {exc}", fix=how) from exc
-    if not isinstance(data, dict):
-        raise ManifestError(f"manifest {mpath} is not a JSON object", fix=how)
-    if missing := [k for k in needed if k not in data]:
+        manifest = Manifest.load(mpath)
+    except ManifestError as exc:
+        raise ManifestError(exc.message, fix=exc.fix or how) from exc
+    if missing := manifest.missing(needed):
         raise ManifestError(
             f"manifest {mpath} lacks {', '.join(missing)}, which {purpose} needs",
             fix="it was written by an older cbuild; rebuild the wheel with this one "
             "(`cbuild wheel ... --rebuild --force`) to get a complete manifest",
         )
-    if data.get("wheel") not in (None, wheel.name):
+    if manifest.wheel not in (None, wheel.name):
         raise ManifestError(
-            f"manifest {mpath} describes {data['wheel']}, not {wheel.name}",
+            f"manifest {mpath} describes {manifest.wheel}, not {wheel.name}",
             fix="keep each manifest beside its own wheel, named <wheel>.json",
         )
-    return data
-
-
-def target_from_manifest(manifest: dict[str, Any], key: str = "target") -> Target:
-    """The recorded target, field by field (its Python too, not the provider's default)."""
-    t = manifest[key]
-    try:
-        target = Target(
-            load_stack(t["stack"]),
-            t["level"],
-            t.get("accelerator", "cpu"),
-            t.get("python", "3.11"),
-            t.get("provider", "standalone"),
-        )
-    except (KeyError, TypeError) as exc:
-        raise ManifestError(f"the manifest's target is incomplete: {t!r} ({exc})") from exc
-    if target.id != t.get("id", target.id):
-        raise ManifestError(f"the manifest's target id {t['id']} does not match its fields")
-    return target
+    return manifest
 
 
 def recipe_from_manifest(
-    manifest: dict[str, Any], folder: Path, fallback: Path | None = None
+    manifest: Manifest, folder: Path, fallback: Path | None = None
 ) -> tuple[Recipe, Path, list[str]]:
     """The recipe the wheel was built with, written back from the manifest into `folder`
     (`<name>.toml` and its patches), loaded for the manifest's version; with notes.
 
     A manifest without the recipe (older cbuild) falls back to `fallback`'s recipe, which may
     have changed since: the build key comparison tells."""
-    name, version = manifest["package"], manifest["version"]
-    recorded = manifest.get("recipe")
+    name, version = manifest.package, manifest.version
+    recorded = manifest.recipe
     notes: list[str] = []
     recipes = folder / "recipes"
     (recipes / "patches").mkdir(parents=True, exist_ok=True)
@@ -197,7 +147,7 @@ def recipe_from_manifest(
 
 
 def image_for_target(
-    engine: Engine, spec: ImageSpec, progress: Progress, recorded: dict[str, Any] | None = None
+    engine: Engine, spec: ImageSpec, progress: StepProgress, recorded: Manifest | None = None
 ) -> tuple[str, list[str]]:
     """The image to run in and notes on how exact it is.
 
@@ -207,11 +157,7 @@ def image_for_target(
     notes: list[str] = []
     if recorded is None:
         return engine.build_image(spec, progress), notes
-    tag, spec_hash, image_id = (
-        recorded.get("image"),
-        recorded.get("image_spec_hash"),
-        recorded.get("image_id"),
-    )
+    tag, spec_hash, image_id = recorded.image, recorded.image_spec_hash, recorded.image_id
     if tag and engine.image_exists(tag):
         if image_id and engine.image_id(tag) != image_id:
             notes.append(
@@ -237,50 +183,22 @@ def image_for_target(
         notes.append(f"the rebuilt image's id differs from the recorded {image_id[:19]}")
     return built, notes
 
-
 # ---------------------------------------------------------------------------- wheelhouse
 
 
 def search_folders(target: Target) -> list[str]:
     """The wheelhouse folders a node of this target reads, most specific first."""
-    st = target.stack
-    folders = [target.folder, st.generic_folder, st.pure_folder]
-    return list(dict.fromkeys(folders))
+    return list(layout.search_folders(target))
 
 
 def wheelhouse_root(wheel: Path, target: Target) -> Path | None:
     """The wheelhouse a placed wheel lies in, from the folder it is in."""
-    parent = wheel.resolve().parent
-    st = target.stack
-    for folder in (
-        target.folder,
-        st.generic_folder,
-        st.pure_folder,
-        *(st.folder_for_level(lv) for lv in st.levels),
-    ):
-        parts = Path(folder).parts
-        if parent.parts[-len(parts) :] == parts:
-            return Path(*parent.parts[: -len(parts)])
-    return None
+    return layout.wheelhouse_root(wheel, target.stack)
 
 
 def supported_tags(target: Target) -> set[str]:
     """Wheel tags the target's Python takes (its site platform and manylinux up to its glibc)."""
-    major, minor = (int(x) for x in target.python.split(".")[:2])
-    prov = target.stack.providers.get(target.provider, {})
-    glibc_minor = int(str(prov.get("glibc", "2.17")).split(".")[1])
-    plats = [
-        "linux_x86_64",
-        *(f"manylinux_2_{m}_x86_64" for m in range(glibc_minor, 4, -1)),
-        "manylinux2014_x86_64",
-        "manylinux2010_x86_64",
-        "manylinux1_x86_64",
-    ]
-    out = {str(t) for t in ptags.cpython_tags((major, minor), platforms=plats)}
-    out |= {
-        str(t) for t in ptags.compatible_tags((major, minor), f"cp{major}{minor}", platforms=plats)
-    }
-    return out
+    return {str(t) for t in layout.accepted_tags(target)}
 
 
 def find_in_wheelhouse(
@@ -309,7 +227,6 @@ def find_in_wheelhouse(
         if found:
             return max(found)[1], looked
     return None, looked
-
 
 # ---------------------------------------------------------------------------- the plan
 
@@ -379,7 +296,7 @@ def plan_run(
     cpu: str | None = None,
     wheelhouse: Path | None = None,
     cache: Path,
-    progress: Progress,
+    progress: StepProgress,
 ) -> RunPlan:
     """Resolve TARGET|WHEEL, the --with items and --cpu; build or find the image."""
     emulated = cpu_level(cpu) if cpu else None
@@ -389,9 +306,9 @@ def plan_run(
     path = Path(what)
     if what.endswith(".whl") or path.is_file():
         manifest = load_manifest(path, NEEDED_TO_RUN, "`cbuild run WHEEL`", RUN_OTHERWISE)
-        target = target_from_manifest(manifest)
+        target = manifest.built_target()
         with tempfile.TemporaryDirectory(prefix="cbuild-recipe-") as tmp:
-            if "package" in manifest and "version" in manifest:
+            if manifest.package is not None and manifest.version is not None:
                 recipe, _, rnotes = recipe_from_manifest(manifest, Path(tmp))
                 apt = recipe.for_target(target).apt
             else:
@@ -443,7 +360,7 @@ def plan_run(
     installs = [
         f"{WITH_DIR}/{folders.index(f.resolve().parent)}/{f.name}" for f in with_files
     ] + installs
-    store = cache / "wheels"
+    store = Cache(cache).wheels
     store.mkdir(parents=True, exist_ok=True)
     mounts.append(Mount(store.resolve(), STORE_DIR))
     find_links.append(STORE_DIR)
@@ -464,10 +381,9 @@ def plan_run(
 
 def _image_note(wheel: Path, target_hash: str, image: str) -> list[str]:
     """A wheel built in an image of its own (a recipe's apt packages) may need those packages."""
-    mpath = manifest_path(wheel)
     try:
-        recorded = json.loads(mpath.read_text()).get("image_spec_hash")
-    except (OSError, ValueError, AttributeError):
+        recorded = Manifest.load(manifest_path(wheel)).image_spec_hash
+    except ManifestError:
         return []
     if recorded and recorded != target_hash:
         return [
@@ -475,7 +391,6 @@ def _image_note(wheel: Path, target_hash: str, image: str) -> list[str]:
             f"system packages), not in {image}: `cbuild run {wheel}` runs in that one"
         ]
     return []
-
 
 # ---------------------------------------------------------------------------- scripts
 
@@ -501,16 +416,16 @@ def run_script(plan: RunPlan, extra_find_links: tuple[str, ...] = ()) -> str:
     lines = [
         "{ " + " && ".join(setup) + f"; }} > {SETUP_LOG} 2>&1 || "
         f"{{ echo {SETUP_FAILED}; cat {SETUP_LOG}; exit 125; }}",
-        f"mkdir -p {steps.SHIM_DIR}",
+        f"mkdir -p {SHIM_DIR}",
     ]
     if plan.qemu_cpu:
         shim = python_shim_script(QEMU_PATH, plan.qemu_cpu, f"{RUN_ENV}/bin/python3")
         lines += [
-            f"printf '%s' {shlex.quote(shim)} > {steps.SHIM_DIR}/python",
-            f"chmod +x {steps.SHIM_DIR}/python && ln -sf python {steps.SHIM_DIR}/python3",
+            f"printf '%s' {shlex.quote(shim)} > {SHIM_DIR}/python",
+            f"chmod +x {SHIM_DIR}/python && ln -sf python {SHIM_DIR}/python3",
         ]
     lines += [
-        f"export VIRTUAL_ENV={RUN_ENV} PATH={steps.SHIM_DIR}:{RUN_ENV}/bin:$PATH",
+        f"export VIRTUAL_ENV={RUN_ENV} PATH={SHIM_DIR}:{RUN_ENV}/bin:$PATH",
         "cd /tmp",
         '"$@"',
         "",
@@ -518,243 +433,17 @@ def run_script(plan: RunPlan, extra_find_links: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def _fetch_script(plan: RunPlan) -> str:
-    links: list[str] = []
-    for d in plan.find_links:
-        links += ["--find-links", d]
-    return steps.fetch_wheels_script(plan.installs, FETCHED_DIR, links)
-
-
-# ---------------------------------------------------------------------------- running
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    exit_code: int
-    output: str  # the command's stdout and stderr together
-    message: str | None  # what cbuild says about the exit (a signal, SIGILL, glibc's ISA check)
-    fetched: list[str] = field(default_factory=list)  # files this run had to get from PyPI
-
-
-def _ca_mounts() -> tuple[tuple[Mount, ...], dict[str, str]]:
-    from builder.pipeline.job import CA_PATH, host_ca_bundle
-
-    ca = host_ca_bundle()
-    return ((Mount(ca, CA_PATH),), {"PIP_CERT": CA_PATH}) if ca else ((), {})
-
-
-def _fetch_missing(
-    engine: Engine, plan: RunPlan, store: Path, dest: Path, log: Path, progress: Progress
-) -> list[str]:
-    """What the offline install lacked, from PyPI (network on) into `dest`; the files the
-    wheelhouse does not hold are kept in the wheel store for the next run."""
-    progress(f"fetching from PyPI what the wheelhouse lacks for {', '.join(plan.installs)}")
-    ca, env = _ca_mounts()
-    res = engine.run(
-        RunSpec(
-            image=plan.image,
-            command=["sh", "-c", _fetch_script(plan)],
-            mounts=(*plan.mounts, Mount(dest, FETCHED_DIR, read_only=False), *ca),
-            env=env,
-            network=True,
-        ),
-        log,
-    )
-    if not res.ok:
-        raise SetupError(
-            "could not install "
-            + ", ".join(plan.installs)
-            + " from the wheelhouse, the wheel store or PyPI:\n"
-            + _tail(res.output),
-            fix=f"check the names and versions (--with NAME==VERSION) and --wheelhouse; log: {log}",
-        )
-    in_wheelhouse = {
-        p.name
-        for m in plan.mounts
-        if m.container.startswith((WHEELHOUSE_DIR, WITH_DIR))
-        for p in m.host.glob("*.whl")
-    }
-    fetched = []
-    for p in sorted(dest.glob("*.whl")):
-        if p.name in in_wheelhouse:
-            continue
-        fetched.append(p.name)
-        if not (store / p.name).exists():
-            shutil.copyfile(p, store / f".{p.name}.tmp")
-            (store / f".{p.name}.tmp").replace(store / p.name)
-    return fetched
-
-
-def run_in_image(
-    engine: Engine,
-    plan: RunPlan,
-    command: list[str],
-    *,
-    cache: Path,
-    network: bool = False,
-    progress: Progress,
-) -> RunOutcome:
-    """Run `command` as planned and return its exit status and output. The setup failing for
-    want of a file fetches it and runs again (the command had not started)."""
-    if not command:
-        raise ConfigError("no command given", fix="put the command after --: cbuild run T -- CMD")
-    work = _run_folder(cache)
-    log = work / "run.log"
-    fetched: list[str] = []
-    extra: tuple[str, ...] = ()
-    mounts = list(plan.mounts)
-    for attempt in (1, 2):
-        spec = RunSpec(
-            image=plan.image,
-            command=["sh", "-c", run_script(plan, extra), "cbuild-run", *command],
-            mounts=tuple(mounts),
-            network=network,
-        )
-        res = engine.run(spec, log)
-        if SETUP_FAILED not in res.output:
-            break
-        setup_out = res.output.split(SETUP_FAILED, 1)[1]
-        if attempt == 2 or not any(s in setup_out for s in _MISSING_SIGNS):
-            raise SetupError(
-                "could not set up the venv in " + plan.image + ":\n" + _tail(setup_out),
-                fix=f"log: {log}",
-            )
-        dest = work / "fetched"
-        dest.mkdir(exist_ok=True)
-        fetched = _fetch_missing(engine, plan, cache / "wheels", dest, work / "fetch.log", progress)
-        mounts.append(Mount(dest, FETCHED_DIR))
-        extra = (FETCHED_DIR,)
-    return RunOutcome(res.exit_code, res.output, exit_message(res, plan), fetched)
-
-
-def exit_message(res: RunResult, plan: RunPlan) -> str | None:
-    """What a non-zero exit means, in words: SIGILL and glibc's ISA refusal get the CPU story."""
-    code = res.exit_code
-    if code == 0:
-        return None
-    if plan.cpu is not None:
-        verdict = interpret(code, res.output, _qemu_plan(plan.cpu), plan.cpu)
-        if verdict.status == "isa-leak":
-            return verdict.detail
-    where = "this host's CPU"
-    if code in SIGILL_EXIT_CODES or QEMU_SIGILL_MESSAGE in res.output:
-        lv = plan.target.cpu_level
-        lacks = "" if host_has(lv) else f" (this host has not all of {lv.name})"
-        return (
-            f"the command died of SIGILL (illegal instruction) on {where}: the code uses "
-            f"instructions this CPU lacks{lacks}"
-        )
-    if GLIBC_ISA_MESSAGE in res.output:
-        return f"glibc refused a library on {where}: its ELF ISA note requires a higher level"
-    if code > 128:
-        try:
-            return f"the command was killed by {signal.Signals(code - 128).name} (exit {code})"
-        except ValueError:
-            return None
-    return None
-
-
-def _qemu_plan(lv: Level) -> CpuTestPlan:
-    return CpuTestPlan("qemu", lv.qemu_cpu, f"under QEMU with exactly {lv.name}'s features")
-
-
-def _run_folder(cache: Path) -> Path:
-    from builder.pipeline.job import new_workdir
-
-    return new_workdir(cache / "runs-cmd", keep=5)
-
-
-def _tail(text: str, n: int = 15) -> str:
-    return "\n".join("    " + ln for ln in text.rstrip().splitlines()[-n:])
-
-
-# ---------------------------------------------------------------------------- shell
-
-
-def shell_argv(
-    engine: Engine, plan: RunPlan, command: list[str], *, network: bool, tty: bool
-) -> list[str]:
-    """The engine's own command line for an interactive run of the same script: `podman run
-    -it`/`docker run -it` against the engine cbuild talks to, or `apptainer exec`."""
-    script = run_script(plan, (FETCHED_DIR,) if _has_fetched(plan) else ())
-    inner = ["sh", "-c", script, "cbuild-shell", *command]
-    if getattr(engine, "name", "") == "apptainer":
-        opts = ["--containall", "--cleanenv", "--no-eval", "--pwd", "/tmp"]
-        if getattr(engine, "fakeroot", False):
-            opts.append("--fakeroot")
-        for m in plan.mounts:
-            opts += ["--bind", f"{m.host}:{m.container}" + (":ro" if m.read_only else "")]
-        if not network:
-            opts += ["--net", "--network", "none"]
-        return ["apptainer", "exec", *opts, plan.image, *inner]
-    flavour = "podman" if engine.describe().startswith("podman") else "docker"
-    head = [flavour]
-    url = _engine_url(engine)
-    if url:
-        head += ["--remote", "--url", url] if flavour == "podman" else ["-H", url]
-    argv = [*head, "run", "--rm", "-i", *(["-t"] if tty else [])]
-    argv += ["--network", "host" if network else "none"]
-    for m in plan.mounts:
-        argv += ["-v", f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}"]
-    return [*argv, plan.image, *inner]
-
-
-def _has_fetched(plan: RunPlan) -> bool:
-    return any(m.container == FETCHED_DIR for m in plan.mounts)
-
-
-def _engine_url(engine: Engine) -> str | None:
-    """The socket the Docker SDK client talks to (the CLI must use the same engine)."""
-    api = getattr(getattr(engine, "client", None), "api", None)
-    adapter = getattr(api, "_custom_adapter", None)
-    path = getattr(adapter, "socket_path", None)
-    if path:
-        return f"unix://{path}"
-    base = getattr(api, "base_url", "")
-    return base if base.startswith(("tcp://", "unix://", "ssh://")) else None
-
-
-def prepare_shell(engine: Engine, plan: RunPlan, *, cache: Path, progress: Progress) -> RunPlan:
-    """Install once, non-interactively (fetching what is missing), so that the interactive
-    container's offline install cannot fail; the plan gains the fetched folder."""
-    work = _run_folder(cache)
-    log = work / "prepare.log"
-    res = engine.run(
-        RunSpec(
-            plan.image, ["sh", "-c", run_script(plan), "cbuild-shell", "true"], tuple(plan.mounts)
-        ),
-        log,
-    )
-    if SETUP_FAILED not in res.output:
-        return plan
-    setup_out = res.output.split(SETUP_FAILED, 1)[1]
-    if not any(s in setup_out for s in _MISSING_SIGNS):
-        raise SetupError(
-            "could not set up the venv in " + plan.image + ":\n" + _tail(setup_out),
-            fix=f"log: {log}",
-        )
-    dest = cache / "shell-fetched" / plan.target.id
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    _fetch_missing(engine, plan, cache / "wheels", dest, work / "fetch.log", progress)
-    plan.mounts.append(Mount(dest.resolve(), FETCHED_DIR))
-    return plan
-
-
 __all__ = [
-    "ManifestError",
-    "cpu_level",
-    "RunOutcome",
+    "NEEDED_TO_REBUILD",
+    "NEEDED_TO_RUN",
     "RunPlan",
-    "SetupError",
+    "check_wheel",
+    "cpu_level",
     "find_in_wheelhouse",
+    "image_for_target",
     "load_manifest",
     "plan_run",
-    "prepare_shell",
     "recipe_from_manifest",
-    "run_in_image",
     "run_script",
     "search_folders",
-    "shell_argv",
-    "target_from_manifest",
 ]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import CbuildError, ConfigError
+from builder.pipeline.model import Status
 from builder.workflows.batch import Task
 
 
@@ -405,7 +406,7 @@ def describe(state: str, slurm: SlurmTaskState | None, rc: int | None, report: A
     if isinstance(report, dict):
         if report.get("ok"):
             results = report.get("targets", [])
-            if results and all(r.get("status") == "up to date" for r in results):
+            if results and all(r.get("status") == Status.UP_TO_DATE for r in results):
                 return "up to date"
             return f"placed {len(report.get('placed', []))} wheel(s)"
         if report.get("error"):

@@ -26,9 +26,14 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from builder.cache import Cache
 from builder.engines.base import Engine
 from builder.errors import BuildError, ConfigError
-from builder.pipeline.job import Pipeline, Progress, RunReport, WheelRequest, target_spec
+from builder.manifest import Manifest, ManifestError, manifest_path
+from builder.pipeline.job import Pipeline
+from builder.pipeline.keys import target_spec
+from builder.pipeline.model import RunReport, WheelRequest
+from builder.progress import TargetProgressFn
 from builder.sources import pypi
 from builder.targets.model import Target
 from builder.targets.model import resolve as resolve_targets
@@ -36,14 +41,11 @@ from builder.wheels import repair
 from builder.workflows.reproduce import (
     NEEDED_TO_REBUILD,
     REBUILD_OTHERWISE,
-    ManifestError,
     check_wheel,
     image_for_target,
     load_manifest,
-    manifest_path,
     recipe_from_manifest,
     search_folders,
-    target_from_manifest,
     wheelhouse_root,
 )
 
@@ -384,7 +386,7 @@ class Rebuilt:
     placed: Path
     wheel: Path  # the rebuilt wheel
     sha256: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     report: RunReport
     folder: Path  # the temporary folder the rebuild ran in
     notes: list[str]
@@ -394,18 +396,20 @@ class Rebuilt:
 def _seed(cache: Path, into: Path, lock: list[pypi.LockEntry]) -> None:
     """Copy the locked files the user's cache already has (same sha256) into the fresh cache:
     the same bytes, without the network. Nothing else comes along."""
+    mine, fresh = Cache(cache), Cache(into)
     for e in lock:
-        sub = "sdists" if e.kind == "sdist" else "wheels"
-        have = cache / sub / e.filename
-        if have.is_file() and pypi.sha256_of(have) == e.sha256:
-            (into / sub).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(have, into / sub / e.filename)
+        have, dest = (
+            (mine.sdists, fresh.sdists) if e.kind == "sdist" else (mine.wheels, fresh.wheels)
+        )
+        if (have / e.filename).is_file() and pypi.sha256_of(have / e.filename) == e.sha256:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(have / e.filename, dest / e.filename)
 
 
-def _build_target(manifest: dict[str, Any]) -> Target:
+def _build_target(manifest: Manifest) -> Target:
     """The target the wheel was really built on (a pure wheel is built once, for another)."""
-    target = target_from_manifest(manifest)
-    built_on = (manifest.get("build") or {}).get("built_on")
+    target = manifest.built_target()
+    built_on = (manifest.build or {}).get("built_on")
     if built_on and built_on != target.id:
         return resolve_targets([built_on], target.provider)[0]
     return target
@@ -416,7 +420,7 @@ def rebuild(
     wheel: Path,
     *,
     cache: Path,
-    progress: Progress,
+    progress: TargetProgressFn,
     recipes: Path | None = None,
     sdist: Path | None = None,
 ) -> Rebuilt:
@@ -424,7 +428,7 @@ def rebuild(
     is kept for its logs; on success `cleanup` removes it once the caller is done."""
     manifest = load_manifest(wheel, NEEDED_TO_REBUILD, "a rebuild", REBUILD_OTHERWISE)
     try:
-        lock = pypi.Lock.from_json(json.dumps({"lock_format": 1, "entries": manifest["lock"]}))
+        lock = pypi.Lock.from_json(json.dumps({"lock_format": 1, "entries": manifest.lock}))
     except ConfigError as exc:
         raise ManifestError(f"{manifest_path(wheel)}: {exc.message}", fix=exc.fix) from exc
     pinned = pypi.Lock(tuple(e for e in lock.entries if e.kind in ("sdist", "build")))
@@ -440,11 +444,11 @@ def rebuild(
         notes += inotes
         _seed(cache, folder / "cache", list(lock.entries))
         # The rebuilt wheel's test takes its dependencies where the placed one's did.
-        root = wheelhouse_root(wheel, target_from_manifest(manifest))
+        root = wheelhouse_root(wheel, manifest.built_target())
         links = tuple(root / f for f in search_folders(target)) if root else ()
         req = WheelRequest(
-            manifest["package"],
-            manifest["version"],
+            manifest.package,
+            manifest.version,
             (target,),
             folder / "wheelhouse",
             folder / "cache",
@@ -485,28 +489,28 @@ def cleanup(rebuilt: Rebuilt, keep: bool = False) -> None:
         shutil.rmtree(rebuilt.folder, ignore_errors=True)
 
 
-def _placed_notes(wheel: Path, manifest: dict[str, Any]) -> list[str]:
+def _placed_notes(wheel: Path, manifest: Manifest) -> list[str]:
     """Changes to the wheel since it was built: a rebuild gives the wheel as built."""
     notes = []
-    if edits := manifest.get("edits"):
+    if edits := manifest.edits:
         flat = "; ".join(str(c) for change in edits for c in (change or ["?"]))
         notes.append(
             f"the wheel was edited after it was built ({flat}): a rebuild gives the wheel "
             "before those edits"
         )
-    if pypi.sha256_of(wheel) != manifest["sha256"]:
+    if pypi.sha256_of(wheel) != manifest.sha256:
         notes.append(
-            f"the wheel is not the one its manifest records (sha256 {manifest['sha256'][:16]}): "
+            f"the wheel is not the one its manifest records (sha256 {manifest.sha256[:16]}): "
             "it was changed after it was placed"
         )
     return notes
 
 
 def _provenance_notes(
-    manifest: dict[str, Any], key: str, facts: dict[str, Any], spec_hash: str
+    manifest: Manifest, key: str, facts: dict[str, Any], spec_hash: str
 ) -> list[str]:
     """Where the rebuild's inputs differ from the recorded ones: the likely causes first."""
-    build = manifest.get("build") or {}
+    build = manifest.build or {}
     notes = []
     if not build:
         notes.append("the manifest does not record the build (older cbuild): no key to compare")
@@ -516,9 +520,9 @@ def _provenance_notes(
             "the recipe, the image definition, the pinned inputs or cbuild's build steps "
             f"changed since (steps version {build.get('steps_version')} recorded)"
         )
-    if manifest.get("image_spec_hash") and manifest["image_spec_hash"] != spec_hash:
+    if manifest.image_spec_hash and manifest.image_spec_hash != spec_hash:
         notes.append(
-            f"the image definition differs: recorded {manifest['image_spec_hash']}, now {spec_hash}"
+            f"the image definition differs: recorded {manifest.image_spec_hash}, now {spec_hash}"
         )
     for k in ("gcc", "gxx", "gfortran", "ld", "python", "glibc"):
         if k in build and k in facts and build[k] != facts[k]:
@@ -546,10 +550,9 @@ def find_placed(wheelhouse: Path, package: str, version: str, target_id: str) ->
                 continue
             if wname != name or Version(wver.public) != want:
                 continue
-            mpath = manifest_path(whl)
             try:
-                tid = json.loads(mpath.read_text())["target"]["id"]
-            except (OSError, ValueError, KeyError, TypeError):
+                tid = Manifest.load(manifest_path(whl)).target_id
+            except ManifestError:
                 tid = None
             if tid == target_id:
                 return whl

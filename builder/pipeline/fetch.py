@@ -1,0 +1,256 @@
+"""The fetch step: the sdist (PyPI, a local file, or the pinned one of a rebuild) and wheels for
+the image's Python (network on, in a container), through the cache's wheel store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from builder.cache import Cache
+from builder.engines.base import Engine, Mount, RunSpec
+from builder.errors import BuildError, ConfigError, FetchError
+from builder.files import copy_atomic
+from builder.images import scripts as steps
+from builder.images.paths import CA_PATH, DOWNLOAD_DIR, IN_DIR, LINKS_DIR, STORE_DIR
+from builder.pipeline.model import WheelRequest
+from builder.progress import TargetProgressFn
+from builder.sources import pypi
+
+
+def host_ca_bundle() -> Path | None:
+    """The trust store the host's pip uses, handed to networked steps so that fetching works
+    behind a TLS-inspecting proxy exactly as on the host. CBUILD_CA_BUNDLE overrides."""
+    for var in ("CBUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(var) and Path(os.environ[var]).is_file():
+            return Path(os.environ[var])
+    default = Path("/etc/ssl/certs/ca-certificates.crt")
+    return default if default.is_file() else None
+
+
+_NATIVE_SUFFIXES = (
+    ".c",
+    ".cc",
+    ".cpp",
+    ".cxx",
+    ".h",
+    ".hpp",
+    ".f",
+    ".f90",
+    ".pyx",
+    ".rs",
+    ".cu",
+    ".go",
+)
+_NATIVE_FILES = ("CMakeLists.txt", "meson.build", "Cargo.toml")
+
+
+def has_native_sources(sdist: Path) -> bool:
+    """Whether the sdist holds anything a compiler reads; without any, the wheel is the same
+    for every target and is built once."""
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as zf:
+            names = zf.namelist()
+    else:
+        with tarfile.open(sdist) as tf:
+            names = tf.getnames()
+    return any(
+        n.lower().endswith(_NATIVE_SUFFIXES) or n.rsplit("/", 1)[-1] in _NATIVE_FILES for n in names
+    )
+
+
+# --- the source -----------------------------------------------------------------------------------
+def source(req: WheelRequest, progress: TargetProgressFn) -> tuple[pypi.Release, Path]:
+    """The sdist to build and its release facts: pinned, from PyPI, or the local file."""
+    sdists = Cache(req.cache).sdists
+    if req.pinned is not None:
+        return _pinned_source(req, req.pinned, progress)
+    if req.sdist is None:
+        progress("", f"PyPI: {req.package} {req.version}")
+        release = pypi.release_info(req.package, req.version)
+        return release, pypi.download(release.sdist_url, release.sdist_sha256, sdists)
+    # A local sdist (a fixture, a patched source): pinned by its own sha256.
+    if not req.sdist.is_file():
+        raise ConfigError(
+            f"--sdist {req.sdist}: no such file",
+            fix="pass the path of a .tar.gz or .zip source distribution",
+        )
+    sha = pypi.sha256_of(req.sdist)
+    sdists.mkdir(parents=True, exist_ok=True)
+    copy = sdists / req.sdist.name
+    if not copy.exists() or pypi.sha256_of(copy) != sha:
+        shutil.copyfile(req.sdist, copy)
+    release = pypi.Release(
+        req.package,
+        req.version,
+        req.sdist.resolve().as_uri(),
+        req.sdist.name,
+        sha,
+        None,
+        datetime.fromtimestamp(req.sdist.stat().st_mtime, UTC),
+    )
+    return release, copy
+
+
+def _pinned_source(
+    req: WheelRequest, pinned: pypi.Lock, progress: TargetProgressFn
+) -> tuple[pypi.Release, Path]:
+    """The locked sdist, by sha256: --sdist when given, else the cache's copy, else its URL."""
+    entries = pinned.of_kind("sdist")
+    if len(entries) != 1:
+        raise ConfigError(
+            f"the pinned lock has {len(entries)} sdist entries, not one",
+            fix="rebuild from a manifest written by `cbuild wheel`",
+        )
+    e = entries[0]
+    dest = Cache(req.cache).sdists
+    dest.mkdir(parents=True, exist_ok=True)
+    copy = dest / e.filename
+    if req.sdist is not None:
+        if not req.sdist.is_file() or pypi.sha256_of(req.sdist) != e.sha256:
+            raise FetchError(
+                f"--sdist {req.sdist} is not the locked {e.filename} (sha256 {e.sha256})",
+                fix="pass the sdist the wheel was built from, or leave --sdist out",
+            )
+        if not copy.is_file() or pypi.sha256_of(copy) != e.sha256:
+            shutil.copyfile(req.sdist, copy)
+    elif not copy.is_file() or pypi.sha256_of(copy) != e.sha256:
+        if not e.url:
+            raise FetchError(
+                f"the locked sdist {e.filename} has no URL and is not in {dest}",
+                fix=f"put the file (sha256 {e.sha256}) there or pass it with --sdist",
+            )
+        progress("", f"fetch {e.filename} (locked)")
+        try:
+            copy = pypi.download(e.url, e.sha256, dest)
+        except FetchError as exc:
+            raise FetchError(
+                f"the locked sdist {e.filename} could not be had from {e.url}: {exc.message}",
+                fix=f"put the file (sha256 {e.sha256}) in {dest} or pass it with --sdist",
+            ) from exc
+    url = e.url or copy.resolve().as_uri()
+    mtime = datetime.fromtimestamp(copy.stat().st_mtime, UTC)
+    return pypi.Release(req.package, e.version, url, e.filename, e.sha256, None, mtime), copy
+
+
+# --- wheels -----------------------------------------------------------------------------------
+def fetch_wheels(
+    engine: Engine,
+    progress: TargetProgressFn,
+    image: str,
+    requirements: list[str],
+    dest: Path,
+    cache: Path,
+    log: Path,
+    mounts: list[Path] = (),
+    extra: tuple[str, ...] = (),
+    links: tuple[Path, ...] = (),
+) -> Path:
+    """Wheels for the image's Python, network on. Files fetched before come from the
+    cache's wheel store (shared by targets and runs) instead of the network."""
+    dest.mkdir(parents=True, exist_ok=True)
+    store = Cache(cache).wheels
+    store.mkdir(parents=True, exist_ok=True)
+    if not requirements:
+        return dest
+    progress("", f"fetch {', '.join(Path(r).name for r in requirements)}")
+    ca = host_ca_bundle()
+    ca_mounts = (Mount(ca, CA_PATH),) if ca else ()
+    links = [d for d in links if d.is_dir()]
+    link_args = [a for i in range(len(links)) for a in ("--find-links", f"{LINKS_DIR}/{i}")]
+    res = engine.run(
+        RunSpec(
+            image=image,
+            command=[
+                "sh",
+                "-c",
+                steps.fetch_wheels_script(
+                    requirements,
+                    DOWNLOAD_DIR,
+                    [*link_args, "--find-links", STORE_DIR, *extra],
+                ),
+            ],
+            mounts=(
+                Mount(dest, DOWNLOAD_DIR, read_only=False),
+                Mount(store, STORE_DIR),
+                *(Mount(m, IN_DIR) for m in mounts),
+                *(Mount(d, f"{LINKS_DIR}/{i}") for i, d in enumerate(links)),
+                *ca_mounts,
+            ),
+            env={"PIP_CERT": CA_PATH} if ca else {},
+            network=True,
+        ),
+        log,
+    )
+    if not res.ok:
+        raise BuildError(
+            f"could not fetch {', '.join(requirements)} as wheels for the "
+            f"target's Python:\n{tail(res.output)}\n  log: {log}",
+            fix="check the names and versions; a dependency that has no wheel "
+            "must be built first (add it to the wheelhouse)",
+        )
+    for p in dest.glob("*.whl"):
+        # Only the index's wheels are shared by runs: the wheel under test and a
+        # wheelhouse's stay out, or another wheelhouse's runs would find them there.
+        given = (*mounts, *links)
+        if not (store / p.name).exists() and not any((d / p.name).exists() for d in given):
+            copy_atomic(p, store / p.name)
+    return dest
+
+
+def fetch_pinned(
+    engine: Engine,
+    progress: TargetProgressFn,
+    image: str,
+    entries: list[pypi.LockEntry],
+    dest: Path,
+    cache: Path,
+    logs: Path,
+) -> Path:
+    """Exactly the locked build inputs: from the wheel store when a file with the locked
+    sha256 is there, else `name==version` through pip (no dependency resolution: the lock
+    lists them all); every file is then checked against its sha256."""
+    dest.mkdir(parents=True, exist_ok=True)
+    store = Cache(cache).wheels
+    missing = []
+    for e in entries:
+        have = store / e.filename
+        if have.is_file() and pypi.sha256_of(have) == e.sha256:
+            shutil.copyfile(have, dest / e.filename)
+        else:
+            missing.append(e)
+    if missing:
+        fetch_wheels(
+            engine,
+            progress,
+            image,
+            [f"{e.name}=={e.version}" for e in missing],
+            dest,
+            cache,
+            logs / "fetch.log",
+            extra=("--no-deps",),
+        )
+    got = {p.name: pypi.sha256_of(p) for p in dest.iterdir() if p.is_file()}
+    wanted = {e.filename: e.sha256 for e in entries}
+    problems = [
+        f"{name}: not fetched"
+        if name not in got
+        else f"{name}: sha256 {got[name]}, the lock says {sha}"
+        for name, sha in sorted(wanted.items())
+        if got.get(name) != sha
+    ] + [f"{name}: not in the lock" for name in sorted(set(got) - set(wanted))]
+    if problems:
+        raise FetchError(
+            "the build inputs differ from the locked ones:\n    " + "\n    ".join(problems),
+            fix="the index now serves other files for these pins; put the locked files "
+            f"(by sha256) in the wheel store {store} to rebuild exactly",
+        )
+    return dest
+
+
+def tail(text: str, n: int = 20) -> str:
+    """The last `n` lines of a step's output, indented for an error message."""
+    return "\n".join("    " + ln for ln in text.rstrip().splitlines()[-n:])

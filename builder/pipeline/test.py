@@ -1,0 +1,65 @@
+"""The test step (network off): the wheel installed in a fresh venv with its runtime
+dependencies and run natively or under QEMU with exactly the target's CPU level."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from builder.engines.base import Mount, RunSpec
+from builder.images import scripts as steps
+from builder.images.paths import IN_DIR, QEMU_PATH, RT_DEPS_DIR
+from builder.pipeline.fetch import tail
+from builder.pipeline.model import RunContext, Status, TargetResult
+from builder.targets.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
+from builder.wheels import repair
+
+
+def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
+    """Test `r`'s wheel on its target's CPU level; `r` records the verdict."""
+    t = r.target
+    recipe = ctx.recipe.for_target(t)
+    qemu = qemu_binary()
+    plan: CpuTestPlan = plan_here(t.cpu_level)
+    r.test_how = plan.reason
+    if plan.mode == "none":
+        r.status = Status.NOT_TESTED
+        r.test_detail = f"not tested: {plan.reason}"
+        return
+    imports = recipe.import_names
+    if imports is None:
+        imports = repair.top_level_modules(r.wheel)
+    script = steps.wheel_test_script(
+        [r.wheel.name],
+        imports,
+        recipe.test_commands,
+        recipe.test_requires,
+        plan.qemu_cpu if plan.mode == "qemu" else None,
+        python_code=recipe.test_python,
+        pre_commands=recipe.test_pre_commands,
+    )
+    mounts = [Mount(r.wheel.parent, IN_DIR), Mount(rt_deps, RT_DEPS_DIR)]
+    if plan.mode == "qemu":
+        mounts.append(Mount(qemu, QEMU_PATH))
+    r.test_log = ctx.work / "logs" / f"{t.id}.test.log"
+    ctx.progress(t.id, f"test ({plan.mode}, network off)")
+    t0 = time.monotonic()
+    res = ctx.engine.run(
+        RunSpec(image=image, command=["sh", "-c", script], mounts=tuple(mounts), network=False),
+        r.test_log,
+    )
+    r.seconds["test"] = time.monotonic() - t0
+    verdict = interpret(res.exit_code, res.output, plan, t.cpu_level)
+    if verdict.status == "passed":
+        r.status = Status.TESTED
+        r.test_detail = (
+            "passed under QEMU, exactly " + t.cpu_level.name
+            if plan.mode == "qemu"
+            else f"passed natively (host has {t.cpu_level.name} and more)"
+        )
+    else:
+        r.status = Status(verdict.status)
+        r.test_detail = (
+            f"{verdict.detail} (step: {steps.failed_step(res.output)}; "
+            f"log: {r.test_log})\n{tail(res.output, 8)}"
+        )
