@@ -28,6 +28,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError
+from builder.manifest import manifest_path
 from builder.wheels.repair import (
     _COMPRESSLEVEL,
     RepairResult,
@@ -364,14 +365,14 @@ def edit_wheel(
 
 def _move_manifest(src: Path, final: Path, changes: list[str], in_place: bool) -> None:
     """Keep a wheelhouse manifest (`<wheel>.json`) true: new name, new sha256, the edits."""
-    old = src.with_name(src.name + ".json")
+    old = manifest_path(src)
     if not old.is_file():
         return
     data = json.loads(old.read_text())
     data["wheel"] = final.name
     data["sha256"] = wheel_sha256(final)
     data.setdefault("edits", []).append(changes)
-    new = final.with_name(final.name + ".json")
+    new = manifest_path(final)
     tmp = new.with_name(f".{new.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(new)
