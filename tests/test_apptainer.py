@@ -31,7 +31,8 @@ from builder.images.apptainer import (
     render_base_stage,
     render_target_stage,
 )
-from builder.images.spec import rendered_files, spec_for
+from builder.images.render import rendered_files
+from builder.providers import spec_for
 from builder.targets.model import all_targets
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,8 +21,9 @@ import pytest
 
 from builder.engines.base import Mount, RunSpec
 from builder.errors import EngineError
-from builder.images.spec import spec_for
-from builder.pipeline.job import Pipeline, RunReport, WheelRequest
+from builder.pipeline.job import Pipeline
+from builder.pipeline.model import RunReport, WheelRequest
+from builder.providers import spec_for
 from builder.targets.model import all_targets, resolve
 from tests.conftest import FIXTURE_RECIPE
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.images import scripts as steps
+from builder.images.paths import PATCHES_DIR
 
 PATCH = Path(__file__).parent / "fixtures" / "legacy" / "patches" / "isafixture-note.patch"
 FIXTURE = Path(__file__).parent / "fixtures" / "isafixture"
@@ -26,7 +27,7 @@ def recipe_part(tmp: Path, **kw) -> subprocess.CompletedProcess[str]:
     src = tmp / "src"
     shutil.copytree(FIXTURE, src)
     body = "\n".join(["set -e", *lines[start + 1 : end], 'echo "env: $NOTE_ENV in $(pwd)"'])
-    body = body.replace(steps.PATCHES_DIR, str(tmp / "patches"))
+    body = body.replace(PATCHES_DIR, str(tmp / "patches"))
     return subprocess.run(["sh", "-c", body], cwd=src, capture_output=True, text=True)
 
 

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from builder.cli.app import app
 from builder.errors import ConfigError
-from builder.images.spec import render_containerfile, rendered_files, spec_for
+from builder.images.render import rendered_files
+from builder.images.spec import render_containerfile
+from builder.providers import spec_for
 from builder.targets.levels import level
 from builder.targets.model import all_targets, github_matrix, load_stack, resolve
 

@@ -21,6 +21,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from builder.cache import default_cache
+from builder.cli.common import JsonOpt, engine_for, engine_option, err, fail, say
 from builder.errors import CbuildError, ConfigError
 from builder.recipes.recipe import BUILTIN_RECIPES
 
@@ -42,36 +44,11 @@ batch_app = typer.Typer(
     "Actions matrix. `cbuild batch FILE ...` is `cbuild batch run FILE ...`.",
 )
 
-_Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 _Cache = Annotated[Path | None, typer.Option(help="Cache and work folder (batches live here).")]
-# As `cbuild wheel --engine`; spelled out here because builder.cli.app imports this module.
-_Engine = Annotated[
-    str,
-    typer.Option(
-        "--engine",
-        envvar="CBUILD_ENGINE",
-        help="docker (Docker or Podman), apptainer, or auto: the first that answers. With "
-        "--slurm, each task chooses on its node.",
-    ),
-]
-
-
-def _fail(exc: CbuildError) -> None:
-    # Imported here: builder.cli.app imports this module while it is being set up.
-    from rich.markup import escape
-
-    from builder.cli.app import err
-
-    # Escaped: a batch line such as `numpy[extra]==1.0` is not rich markup.
-    err.print(f"[bold red]error:[/] {escape(exc.message)}")
-    if exc.fix:
-        err.print(f"  [bold]fix:[/] {escape(exc.fix)}")
-    raise typer.Exit(exc.exit_code)
+_Engine = Annotated[str, engine_option("With --slurm, each task chooses on its node.")]
 
 
 def _cache(cache: Path | None) -> Path:
-    from builder.pipeline.job import default_cache
-
     return (cache or default_cache()).resolve()
 
 
@@ -116,7 +93,7 @@ def run_cmd(
     matrix: Annotated[
         str | None, typer.Option(help="Print a CI matrix for the list: 'github'.")
     ] = None,
-    json_out: _Json = False,
+    json_out: JsonOpt = False,
     engine_name: _Engine = "auto",
 ) -> None:
     """Build every package version in FILE here, submit it to Slurm, or print its CI matrix."""
@@ -147,7 +124,7 @@ def run_cmd(
             )
         entries = read_batch(file)
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     if matrix is not None:
         print(json.dumps(github_matrix(entries), separators=(",", ":")))
         return
@@ -185,21 +162,21 @@ def _run_here(
     json_out: bool,
     engine_name: str,
 ) -> None:
-    from builder.cli.app import _engine, _progress, err
-    from builder.pipeline.job import Pipeline, RunReport, WheelRequest
+    from builder.pipeline.job import Pipeline
+    from builder.pipeline.model import RunReport, WheelRequest
     from builder.progress import TargetProgress
     from builder.workflows.batch import BatchEntry, Outcome, run_local
 
     try:
-        engine = _engine(engine_name)  # no engine fails the batch at once, not per package
+        engine = engine_for(engine_name)  # no engine fails the batch at once, not per package
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     cache_dir, wh, rec = _cache(cache), wheelhouse.resolve(), recipes.resolve()
     total = len(entries)
 
     def build(e: BatchEntry) -> RunReport:
         n = entries.index(e) + 1
-        _progress("", f"[{n}/{total}] {e.spec}")
+        say("", f"[{n}/{total}] {e.spec}")
         req = WheelRequest(
             e.package,
             e.version,
@@ -220,7 +197,7 @@ def _run_here(
     try:
         for o in run_local(entries, build):
             outcomes.append(o)
-            _progress(o.entry.package, f"{o.state} ({o.seconds:.0f} s)")
+            say(o.entry.package, f"{o.state} ({o.seconds:.0f} s)")
     except KeyboardInterrupt:
         interrupted = True
     failed = [o for o in outcomes if o.state == "failed"]
@@ -244,8 +221,6 @@ def _run_here(
 
 def _summary(outcomes: list[Any], not_run: list[Any]) -> None:
     from rich.table import Table
-
-    from builder.cli.app import err
 
     table = Table("package", "version", "targets", "state", "time", "detail", title="batch")
     for o in outcomes:
@@ -285,15 +260,14 @@ def _submit(
     options: Any,
 ) -> None:
     import builder
-    from builder.cli.app import err
-    from builder.pipeline.job import check_wheelhouse_writable
+    from builder.wheelhouse.layout import check_writable
     from builder.workflows import slurm
     from builder.workflows.batch import plan_tasks
 
     try:
         cache_dir, wh = _cache(cache), wheelhouse.resolve()
         if not dry_run:
-            check_wheelhouse_writable(wh)
+            check_writable(wh)
         now = datetime.now().astimezone()
         batch_id = slurm.new_batch_id(now, f"{file.read_text()}{os.getpid()}{time.time_ns()}")
         job = slurm.BatchJob(
@@ -316,7 +290,7 @@ def _submit(
             return
         record = slurm.submit(job, now)
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     if json_out:
         keys = ("id", "job_id", "cluster", "folder", "script", "tasks")
         print(json.dumps({k: record[k] for k in keys}, indent=2))
@@ -338,12 +312,11 @@ def status_cmd(
     ] = None,
     latest: Annotated[bool, typer.Option("--latest", help="The newest batch.")] = False,
     cache: _Cache = None,
-    json_out: _Json = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Each task of a Slurm batch: pending, running, completed or failed, with its log."""
     from rich.table import Table
 
-    from builder.cli.app import err
     from builder.workflows import slurm
 
     try:
@@ -351,7 +324,7 @@ def status_cmd(
             raise ConfigError("give a batch id or --latest, not both")
         report = slurm.status(slurm.load_record(_cache(cache), batch_id))
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     if json_out:
         print(json.dumps(report, indent=2))
     else:

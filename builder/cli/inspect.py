@@ -14,24 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
+from builder.cli.common import JsonOpt, print_error
 from builder.errors import CbuildError
 from builder.wheels import info as wheelinfo
 
-_Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 _Wheels = Annotated[list[Path], typer.Argument(help="Wheel files.", show_default=False)]
 _Stack = Annotated[
     str | None,
     typer.Option(help="Stack whose rules apply (default: the manifest's, or gentoo2023)."),
 ]
-
-
-def _error(exc: CbuildError) -> None:
-    # Imported here: builder.cli.app imports this module while it is being set up.
-    from builder.cli.app import err
-
-    err.print(f"[bold red]error:[/] {exc.message}")
-    if exc.fix:
-        err.print(f"  [bold]fix:[/] {exc.fix}")
 
 
 def _failed(path: Path, exc: CbuildError) -> dict[str, Any]:
@@ -40,7 +31,7 @@ def _failed(path: Path, exc: CbuildError) -> dict[str, Any]:
 
 def inspect_cmd(
     wheels: _Wheels,
-    json_out: _Json = False,
+    json_out: JsonOpt = False,
     stack: _Stack = None,
 ) -> None:
     """Tags, label, requirements, ELF facts and the x86 instruction levels each wheel's code
@@ -52,7 +43,7 @@ def inspect_cmd(
             report = wheelinfo.inspect_wheel(path, stack or wheelinfo.DEFAULT_STACK)
         except CbuildError as exc:
             code = max(code, exc.exit_code)
-            _error(exc)
+            print_error(exc.message, exc.fix)
             rows.append(_failed(path, exc))
             continue
         rows.append(report.as_dict())
@@ -70,16 +61,14 @@ def place_cmd(
     ] = False,
     wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
     stack: _Stack = None,
-    json_out: _Json = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Which wheelhouse folder each wheel belongs in and why (--explain; nothing is copied:
     `cbuild wheel` places the wheels it builds)."""
     if not explain:
-        _error(
-            CbuildError(
-                "only `cbuild place --explain` exists; it changes nothing",
-                fix="add --explain; `cbuild wheel` builds and places wheels",
-            )
+        print_error(
+            "only `cbuild place --explain` exists; it changes nothing",
+            "add --explain; `cbuild wheel` builds and places wheels",
         )
         raise typer.Exit(2)
     rows: list[dict[str, Any]] = []
@@ -89,7 +78,7 @@ def place_cmd(
             result = wheelinfo.explain_placement(path, wheelhouse, stack)
         except CbuildError as exc:
             code = max(code, exc.exit_code)
-            _error(exc)
+            print_error(exc.message, exc.fix)
             rows.append(_failed(path, exc))
             continue
         rows.append(result.as_dict())

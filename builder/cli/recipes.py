@@ -1,48 +1,28 @@
 """`cbuild recipe ...` and `cbuild wheel-edit`: thin commands over builder.recipes and
 builder.wheels.edit. `register(app)` adds them to the main Typer app (see builder/cli/app.py).
-
-Kept apart from builder/cli.py (and importing nothing from it) so that the two can change
-independently; the error style is the same: one message, one fix, the error's exit code.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from builder.cli.common import JsonOpt, err, fail, print_error
 from builder.errors import CbuildError, ConfigError
 from builder.recipes.recipe import BUILTIN_RECIPES
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "schema" / "recipe.schema.json"
 
-err = Console(
-    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
-)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 RecipesOpt = Annotated[Path, typer.Option("--recipes", help="Recipes folder.")]
 
 recipe_app = typer.Typer(
     help="Check, create, show and import package recipes.", no_args_is_help=True
 )
-
-
-def _fail(exc: CbuildError) -> None:
-    _error(exc.message, exc.fix)
-    raise typer.Exit(exc.exit_code)
-
-
-def _error(message: str, fix: str | None) -> None:
-    # Escaped: messages name TOML tables such as [package], which rich would take for markup.
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    if fix:
-        err.print(f"  [bold]fix:[/] {escape(fix)}")
 
 
 def _recipe_files(paths: list[Path]) -> list[Path]:
@@ -70,7 +50,7 @@ def check_cmd(
     try:
         files = _recipe_files(paths or [BUILTIN_RECIPES])
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     report = []
     for f in files:
         errors = check_recipe(f)
@@ -92,7 +72,7 @@ def check_cmd(
             if r["ok"]:
                 print(f"ok      {r['path']}")
             for e in r["errors"]:
-                _error(e["message"], e["fix"])
+                print_error(e["message"], e["fix"])
         n = sum(len(r["errors"]) for r in bad)
         err.print(
             f"{len(report)} recipe(s) checked, "
@@ -114,13 +94,13 @@ def new_cmd(
 
     path = recipe_path(name, recipes)
     if path.exists() and not force:
-        _fail(ConfigError(f"{path} exists", fix="edit it, or pass --force to start over"))
+        fail(ConfigError(f"{path} exists", fix="edit it, or pass --force to start over"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new_recipe_text(name, import_name))
     errors = check_recipe(path)
     if errors:  # a name the template cannot serve, e.g. an invalid module name
         path.unlink()
-        _fail(errors[0])
+        fail(errors[0])
     print(path)
 
 
@@ -140,7 +120,7 @@ def show_cmd(
         t = resolve([target])[0] if target else None
         recipe = load_recipe(name, version, recipes, t)
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     data = recipe.as_dict()
     if json_out:
         print(json.dumps(data, indent=2))
@@ -187,7 +167,7 @@ def import_legacy_cmd(
     try:
         results = import_configs(configs, out, patches_dir=patches, force=force)
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     if json_out:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -198,7 +178,7 @@ def import_legacy_cmd(
                 print(f"    {f'line {s.line}' if s.line else 'file'}: {s.text}")
                 print(f"        not converted: {s.reason}")
             for e in r.errors:
-                _error(e, None)
+                print_error(e, None)
         whole = sum(r.whole for r in results)
         err.print(f"{whole} of {len(results)} config(s) converted whole")
     if any(r.errors for r in results):
@@ -251,7 +231,7 @@ def wheel_edit_cmd(
             )
         edits.check()
     except CbuildError as exc:
-        _fail(exc)
+        fail(exc)
     results, failed = [], 0
     for w in wheels:
         try:
@@ -263,7 +243,7 @@ def wheel_edit_cmd(
         if json_out:
             continue
         if "error" in r:
-            _error(r["error"], r["fix"])
+            print_error(r["error"], r["fix"])
             continue
         print(r["result"] if r["changed"] else f"{r['wheel']} (unchanged)")
         for c in r["changes"]:

@@ -19,6 +19,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from builder.cache import default_cache
+from builder.cli.common import EngineOpt, JsonOpt, engine_for, err, fail, say
 from builder.errors import CbuildError, ConfigError
 
 _What = Annotated[
@@ -59,7 +61,6 @@ _Network = Annotated[
         "wheelhouse lacks is fetched in a container of its own)."
     ),
 ]
-_Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 _Keep = Annotated[bool, typer.Option(help="Keep the rebuild's temporary folder (logs, cache).")]
 _Recipes = Annotated[
     Path | None,
@@ -70,21 +71,11 @@ _Sdist = Annotated[
 ]
 
 
-def _cli():
-    # Imported here: builder.cli.app imports this module while it is being set up.
-    from builder.cli import app as cli
-
-    return cli
-
-
 def _cache(cache: Path | None) -> Path:
-    from builder.pipeline.job import default_cache
-
     return (cache or default_cache()).resolve()
 
 
 def _say_plan(plan) -> None:
-    err = _cli().err
     for item, where in plan.resolved.items():
         err.print(f"[dim]--with {escape(item)}: {escape(where)}[/]")
     for note in plan.notes:
@@ -94,14 +85,13 @@ def _say_plan(plan) -> None:
 def _plan(what, with_, cpu, wheelhouse, cache, engine_name):
     from builder.workflows import reproduce
 
-    cli = _cli()
     if cpu:  # bad input before any engine
         reproduce.cpu_level(cpu)
     if what.endswith(".whl") or Path(what).is_file():
         reproduce.load_manifest(
             Path(what), reproduce.NEEDED_TO_RUN, "`cbuild run WHEEL`", reproduce.RUN_OTHERWISE
         )
-    engine = cli._engine(engine_name)
+    engine = engine_for(engine_name)
     if wheelhouse is None and not what.endswith(".whl") and Path("wheelhouse").is_dir():
         wheelhouse = Path("wheelhouse")
     plan = reproduce.plan_run(
@@ -111,7 +101,7 @@ def _plan(what, with_, cpu, wheelhouse, cache, engine_name):
         cpu=cpu,
         wheelhouse=wheelhouse.resolve() if wheelhouse else None,
         cache=cache,
-        progress=lambda m: cli._progress("image", m),
+        progress=lambda m: say("image", m),
     )
     _say_plan(plan)
     return engine, plan
@@ -128,13 +118,12 @@ def run_cmd(
     wheelhouse: _Wheelhouse = None,
     cache: _Cache = None,
     network: _Network = False,
-    engine_name: Annotated[str, typer.Option("--engine", envvar="CBUILD_ENGINE")] = "auto",
+    engine_name: EngineOpt = "auto",
 ) -> None:
     """Run one command in exactly the image of TARGET or WHEEL, in a fresh venv with the wheels
     installed; exit with the command's status (its output is shown when it ends)."""
-    from builder.workflows import reproduce
+    from builder.workflows import run
 
-    cli = _cli()
     try:
         if not command:
             raise ConfigError(
@@ -142,22 +131,22 @@ def run_cmd(
             )
         cache_dir = _cache(cache)
         engine, plan = _plan(what, with_, cpu, wheelhouse, cache_dir, engine_name)
-        outcome = reproduce.run_in_image(
+        outcome = run.run_in_image(
             engine,
             plan,
             list(command),
             cache=cache_dir,
             network=network,
-            progress=lambda m: cli._progress("run", m),
+            progress=lambda m: say("run", m),
         )
     except CbuildError as exc:
-        cli._fail(exc)
+        fail(exc)
     if outcome.fetched:
-        cli.err.print(f"[dim]fetched from PyPI: {escape(', '.join(outcome.fetched))}[/]")
+        err.print(f"[dim]fetched from PyPI: {escape(', '.join(outcome.fetched))}[/]")
     sys.stdout.write(outcome.output)
     sys.stdout.flush()
     if outcome.message:
-        cli.err.print(f"[bold red]cbuild:[/] {escape(outcome.message)}")
+        err.print(f"[bold red]cbuild:[/] {escape(outcome.message)}")
     raise typer.Exit(outcome.exit_code)
 
 
@@ -175,37 +164,35 @@ def shell_cmd(
     print_only: Annotated[
         bool, typer.Option("--print", help="Only print the engine's command line.")
     ] = False,
-    engine_name: Annotated[str, typer.Option("--engine", envvar="CBUILD_ENGINE")] = "auto",
+    engine_name: EngineOpt = "auto",
 ) -> None:
     """An interactive shell in exactly the image of TARGET or WHEEL, with the wheels installed
     in a fresh venv: the engine's own `run -it` (printed with --print)."""
-    from builder.workflows import reproduce
+    from builder.images.paths import RUN_ENV
+    from builder.workflows import run
 
-    cli = _cli()
     try:
         cache_dir = _cache(cache)
         engine, plan = _plan(what, with_, cpu, wheelhouse, cache_dir, engine_name)
-        plan = reproduce.prepare_shell(
-            engine, plan, cache=cache_dir, progress=lambda m: cli._progress("shell", m)
-        )
-        argv = reproduce.shell_argv(
+        plan = run.prepare_shell(engine, plan, cache=cache_dir, progress=lambda m: say("shell", m))
+        argv = run.shell_argv(
             engine, plan, list(command or ["bash"]), network=network, tty=sys.stdin.isatty()
         )
     except CbuildError as exc:
-        cli._fail(exc)
+        fail(exc)
     if print_only:
         print(shlex.join(argv))
         return
     if shutil.which(argv[0]) is None:
         print(shlex.join(argv))
-        cli._fail(
+        fail(
             CbuildError(
                 f"the engine's command line tool {argv[0]!r} is not on PATH",
                 fix="run the command line above where it is, or use `cbuild run`",
             )
         )
-    cli.err.print(
-        f"[dim]{escape(plan.image)}: venv {reproduce.RUN_ENV} on PATH"
+    err.print(
+        f"[dim]{escape(plan.image)}: venv {RUN_ENV} on PATH"
         + (f", python under QEMU as {plan.cpu.name}" if plan.cpu else "")
         + "; exit to leave[/]"
     )
@@ -213,9 +200,8 @@ def shell_cmd(
 
 
 def _report_rebuild(rebuilt, comparison, json_out: bool, out: Path | None) -> None:
-    cli = _cli()
     for note in rebuilt.notes:
-        cli.err.print(f"[yellow]note:[/] {escape(note)}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     r = rebuilt.report.results[0]
     if json_out:
         print(
@@ -245,15 +231,14 @@ def _report_rebuild(rebuilt, comparison, json_out: bool, out: Path | None) -> No
 def _rebuild(wheel: Path, cache, recipes, sdist, engine_name):
     from builder.workflows import reproduce, verify
 
-    cli = _cli()
     reproduce.load_manifest(  # bad input before any engine
         wheel, reproduce.NEEDED_TO_REBUILD, "a rebuild", reproduce.REBUILD_OTHERWISE
     )
     return verify.rebuild(
-        cli._engine(engine_name),
+        engine_for(engine_name),
         wheel,
         cache=_cache(cache),
-        progress=cli._progress,
+        progress=say,
         recipes=recipes,
         sdist=sdist,
     )
@@ -266,14 +251,13 @@ def rebuild_cmd(
     recipes: _Recipes = None,
     sdist: _Sdist = None,
     keep: _Keep = False,
-    json_out: _Json = False,
-    engine_name: Annotated[str, typer.Option("--engine", envvar="CBUILD_ENGINE")] = "auto",
+    json_out: JsonOpt = False,
+    engine_name: EngineOpt = "auto",
 ) -> None:
     """Rebuild WHEEL from its manifest alone (locked inputs, recorded recipe and target) and
     print both sha256s; exit 0 when they are equal, 1 when not (`cbuild verify` says how)."""
     from builder.workflows import verify
 
-    cli = _cli()
     try:
         rebuilt = _rebuild(wheel, cache, recipes, sdist, engine_name)
         out.mkdir(parents=True, exist_ok=True)
@@ -286,9 +270,9 @@ def rebuild_cmd(
         comparison = verify.compare_wheels(wheel, dest)
         verify.cleanup(rebuilt, keep)
     except CbuildError as exc:
-        cli._fail(exc)
+        fail(exc)
     for note in rebuilt.notes:
-        cli.err.print(f"[yellow]note:[/] {escape(note)}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     r = rebuilt.report.results[0]
     if json_out:
         print(
@@ -331,15 +315,14 @@ def verify_cmd(
     recipes: _Recipes = None,
     sdist: _Sdist = None,
     keep: _Keep = False,
-    json_out: _Json = False,
-    engine_name: Annotated[str, typer.Option("--engine", envvar="CBUILD_ENGINE")] = "auto",
+    json_out: JsonOpt = False,
+    engine_name: EngineOpt = "auto",
 ) -> None:
     """Rebuild a placed wheel in fresh containers, from another host folder and at another
     time, and compare bit for bit: "identical" (exit 0), or which files differ and how (exit 1):
     a diff of text and metadata, the differing sections of ELF files."""
     from builder.workflows import verify
 
-    cli = _cli()
     try:
         if len(args) == 1:
             if target is not None:
@@ -363,10 +346,10 @@ def verify_cmd(
         rebuilt = _rebuild(wheel, cache, recipes, sdist, engine_name)
         comparison = verify.compare_wheels(wheel, rebuilt.wheel)
         if keep:
-            cli.err.print(f"[dim]rebuild kept in {rebuilt.folder}[/]")
+            err.print(f"[dim]rebuild kept in {rebuilt.folder}[/]")
         verify.cleanup(rebuilt, keep)
     except CbuildError as exc:
-        cli._fail(exc)
+        fail(exc)
     _report_rebuild(rebuilt, comparison, json_out, rebuilt.wheel if keep else None)
     raise typer.Exit(0 if comparison.identical else 1)
 

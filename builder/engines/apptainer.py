@@ -2,7 +2,7 @@
 
 Images are built in two stages so that targets share their base the way Docker shares a layer:
 a base SIF (bootstrap and packages) and one small SIF per target on top of it (steps,
-environment, labels); see builder.apptainer_render. An unchanged definition is never rebuilt.
+environment, labels); see builder.images.apptainer. An unchanged definition is never rebuilt.
 
 Steps run like the Docker engine's: `--containall --cleanenv`, only the step's mounts bound, the
 network off (`--net --network none`) unless the step fetches, `--fakeroot` so the step is root in
@@ -32,6 +32,7 @@ import spython
 from spython.main import Client
 from spython.utils import stream_command
 
+from builder.cache import Cache, default_cache
 from builder.engines.base import Progress, RunResult, RunSpec
 from builder.errors import EngineError
 from builder.images.apptainer import (
@@ -145,8 +146,7 @@ def registry_answers(ref: str, timeout: float = 5) -> bool:
 def default_store() -> Path:
     if os.environ.get("CBUILD_APPTAINER_IMAGES"):
         return Path(os.environ["CBUILD_APPTAINER_IMAGES"])
-    cache = os.environ.get("CBUILD_CACHE", Path.home() / ".cache" / "cbuild")
-    return Path(cache) / "apptainer"
+    return Cache(default_cache()).apptainer
 
 
 class ApptainerEngine:
@@ -386,6 +386,27 @@ class ApptainerEngine:
             return RunResult(code, out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def interactive_argv(self, spec: RunSpec, *, tty: bool) -> list[str]:
+        """`apptainer exec` with a run's isolation (no throw-away overlay: the SIF stays
+        read-only, the venv lives in the bound folders and /tmp)."""
+        opts = ["--containall", "--cleanenv", "--no-eval", "--pwd", spec.workdir]
+        if self.fakeroot:
+            opts.append("--fakeroot")
+        for m in spec.mounts:
+            opts += ["--bind", f"{m.host}:{m.container}" + (":ro" if m.read_only else "")]
+        if not spec.network and self.network_isolated:
+            opts += ["--net", "--network", "none"]
+        # APPTAINERENV_*, not --env, which splits its value at commas (LDFLAGS=-Wl,-z,...).
+        env = [f"APPTAINERENV_{k}={v}" for k, v in spec.env.items()]
+        return [
+            *(["env", *env] if env else []),
+            "apptainer",
+            "exec",
+            *opts,
+            spec.image,
+            *spec.command,
+        ]
 
     def stop_all(self) -> int:
         """End every Apptainer process of this engine's runs (on Ctrl-C): they are the ones whose

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from builder.images.spec import ImageSpec
+from builder.progress import StepProgress as Progress
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,10 @@ class RunSpec:
     workdir: str = "/"
 
 
-Progress = Callable[[str], None]
-
-
 class Engine(Protocol):
     name: str
+    # False once the installation refused to cut a step off the network (then recorded).
+    network_isolated: bool
 
     def describe(self) -> str:
         """Engine and version, for messages and manifests."""
@@ -51,12 +50,20 @@ class Engine(Protocol):
 
     def image_id(self, tag: str) -> str: ...
 
+    def list_images(self) -> list[dict[str, str]]:
+        """cbuild's images here: rows of tag (or SIF path), id, target and spec_hash."""
+        ...
+
     def build_image(self, spec: ImageSpec, progress: Progress) -> str:
         """Build (base included) unless an image tagged with the spec's hash exists; return tag."""
         ...
 
     def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
         """Run to completion in a fresh container that is always removed, output appended to log."""
+        ...
+
+    def interactive_argv(self, spec: RunSpec, *, tty: bool) -> list[str]:
+        """The engine's own command line that runs `spec` interactively (`cbuild shell`)."""
         ...
 
     def stop_all(self) -> int:

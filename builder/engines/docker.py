@@ -20,10 +20,10 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from builder.engines.base import Progress, RunResult, RunSpec
 from builder.errors import EngineError
+from builder.images.paths import LOG_PATH
 from builder.images.spec import BASE_ARG, BaseImage, ImageSpec, render_containerfile
 
 RUN_LABEL = "org.cbuild.run"
-LOG_PATH = "/cbuild/run.log"  # the run's log file, bound in
 
 NO_ENGINE_FIX = """install and start one:
     Podman:  apt-get install podman runc && CONTAINERS_CONF=$PWD/ci/containers.conf \\
@@ -63,6 +63,7 @@ def connect(sockets: list[str] | None = None, timeout: int = 3600) -> docker.Doc
 
 class DockerEngine:
     name = "docker"
+    network_isolated = True  # `--network none` always works here
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self.client = client or connect()
@@ -182,6 +183,31 @@ class DockerEngine:
         return spec.tag
 
     # --- containers ---------------------------------------------------------------------------
+    def interactive_argv(self, spec: RunSpec, *, tty: bool) -> list[str]:
+        """`podman run -it`/`docker run -it` against the engine this object talks to."""
+        flavour = "podman" if self.describe().startswith("podman") else "docker"
+        head = [flavour]
+        url = self.url()
+        if url:
+            head += ["--remote", "--url", url] if flavour == "podman" else ["-H", url]
+        argv = [*head, "run", "--rm", "-i", *(["-t"] if tty else [])]
+        argv += ["--network", "host" if spec.network else "none", "-w", spec.workdir]
+        for k, v in spec.env.items():
+            argv += ["-e", f"{k}={v}"]
+        for m in spec.mounts:
+            argv += ["-v", f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}"]
+        return [*argv, spec.image, *spec.command]
+
+    def url(self) -> str | None:
+        """The socket the SDK client talks to (a command line tool must use the same engine)."""
+        api = getattr(self.client, "api", None)
+        adapter = getattr(api, "_custom_adapter", None)
+        path = getattr(adapter, "socket_path", None)
+        if path:
+            return f"unix://{path}"
+        base = getattr(api, "base_url", "")
+        return base if base.startswith(("tcp://", "unix://", "ssh://")) else None
+
     def stop_all(self) -> int:
         """Remove every container this engine started that is still there (on Ctrl-C)."""
         found = self.client.containers.list(

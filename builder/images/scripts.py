@@ -1,22 +1,30 @@
-"""Shell scripts run inside the containers, rendered by pure functions.
+"""The shell scripts of the steps (fetch, build, test) run inside the containers, rendered by
+pure functions; the steps themselves live in builder.pipeline.
 
-Every path is fixed (see imagespec): the same inputs give the same bytes whatever the host's
-folders are called.
+Every path is fixed (builder.images.paths): the same inputs give the same bytes whatever the
+host's folders are called.
 """
 
 from __future__ import annotations
 
 import shlex
 
-from builder.images.spec import BUILD_ENV, DEPS_DIR, OUT_DIR, QEMU_PATH, SRC_DIR, TEST_ENV
+from builder.images.paths import (
+    BUILD_ENV,
+    DEPS_DIR,
+    IN_DIR,
+    OUT_DIR,
+    PATCHES_DIR,
+    QEMU_PATH,
+    RT_DEPS_DIR,
+    SHIM_DIR,
+    SRC_DIR,
+    TEST_ENV,
+)
 from builder.targets.cputest import python_shim_script
 
-IN_DIR = "/cbuild/in"  # read-only inputs: sdist, wheels under test
-RT_DEPS_DIR = "/cbuild/rtdeps"
-SHIM_DIR = "/cbuild/shim"
 STEP_MARK = "::cbuild-step::"  # printed before each test step so a failure can be named
 STEPS_VERSION = 4  # part of every build key: bump when a script changes what it builds
-PATCHES_DIR = "/cbuild/patches"  # a recipe's patches, read-only
 PATCH_FAILED = "::cbuild-patch-failed::"
 
 

@@ -1,6 +1,6 @@
 """Targets: stack x CPU level x accelerator x Python, with stable ids and derived folders.
 
-Stacks are data files in `builder/stacks/`; this module only reads and combines them.
+Stacks are data files in `builder/targets/stacks/`; this module only reads and combines them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ class Stack:
 
     def folder_for_level(self, name: str) -> str:
         return self.generic_folder if name == "generic" else self.level_folder.format(level=name)
+
+    def provider_pythons(self, provider: str) -> tuple[str, ...]:
+        """The Pythons a provider builds for here (its `pythons`; else the stack's), the
+        provider's own facts read from its table (builder.providers reads them the same way)."""
+        return tuple(self.providers.get(provider, {}).get("pythons", self.pythons))
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def all_targets(
     out = []
     for name in stack_names():
         stack = load_stack(name)
-        python = stack.providers.get(provider, {}).get("pythons", stack.pythons)[0]
+        python = stack.provider_pythons(provider)[0]
         for acc in accelerators:
             out += [Target(stack, lv, acc, python, provider) for lv in stack.levels]
     return out

@@ -14,11 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder.engines.base import Mount, RunSpec
-from builder.engines.docker import DockerEngine
-from builder.images import scripts as steps
-from builder.images.spec import spec_for
-from builder.pipeline.job import CA_PATH, Pipeline, WheelRequest, default_cache, host_ca_bundle
+from builder.cache import Cache, default_cache
+from builder.engines import get_engine
+from builder.engines.base import Engine, Mount, RunSpec
+from builder.images.paths import CA_PATH, IN_DIR, OUT_DIR
+from builder.pipeline.fetch import host_ca_bundle
+from builder.pipeline.job import Pipeline
+from builder.pipeline.model import WheelRequest
+from builder.providers import spec_for
 from builder.recipes.recipe import BUILTIN_RECIPES
 from builder.sources import pypi
 from builder.targets.model import resolve
@@ -27,20 +30,20 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH_TARGET = "gentoo2023-x86-64-v3"
 
 
-def _bare_pip_wheel(engine: DockerEngine, image: str, sdist: Path, work: Path) -> float:
+def _bare_pip_wheel(engine: Engine, image: str, sdist: Path, work: Path) -> float:
     """What a person would type: `pip wheel --no-deps SDIST` in the same image (network on for
     its isolated build environment), timed from container start to exit."""
     out = work / "bare-out"
     out.mkdir(parents=True)
     ca = host_ca_bundle()
-    script = f"python3 -m pip wheel --no-deps -w /cbuild/out {steps.IN_DIR}/{sdist.name}"
+    script = f"python3 -m pip wheel --no-deps -w {OUT_DIR} {IN_DIR}/{sdist.name}"
     spec = RunSpec(
         image=image,
         command=["sh", "-c", script],
         network=True,
         mounts=(
-            Mount(sdist.parent, steps.IN_DIR),
-            Mount(out, "/cbuild/out", False),
+            Mount(sdist.parent, IN_DIR),
+            Mount(out, OUT_DIR, False),
             *((Mount(ca, CA_PATH),) if ca else ()),
         ),
         env={"PIP_CERT": CA_PATH} if ca else {},
@@ -54,7 +57,7 @@ def _bare_pip_wheel(engine: DockerEngine, image: str, sdist: Path, work: Path) -
 
 
 def overhead(
-    engine: DockerEngine, package: str, version: str, sdist: Path | None, recipes: Path
+    engine: Engine, package: str, version: str, sdist: Path | None, recipes: Path
 ) -> dict[str, Any]:
     target = resolve([BENCH_TARGET])[0]
     image = engine.build_image(spec_for(target), lambda m: None)  # warm, not timed
@@ -63,7 +66,7 @@ def overhead(
         work = Path(tmp)
         if sdist is None:
             rel = pypi.release_info(package, version)
-            sdist = pypi.download(rel.sdist_url, rel.sdist_sha256, cache / "sdists")
+            sdist = pypi.download(rel.sdist_url, rel.sdist_sha256, Cache(cache).sdists)
         req = WheelRequest(
             package,
             version,
@@ -71,7 +74,7 @@ def overhead(
             work / "wheelhouse",
             cache,
             recipes,
-            sdist=sdist if sdist.parent != cache / "sdists" else None,
+            sdist=sdist if sdist.parent != Cache(cache).sdists else None,
         )
         t0 = time.monotonic()
         report = Pipeline(engine, lambda t, m: None).run(req)
@@ -99,7 +102,7 @@ def overhead(
 class CountingEngine:
     """The real engine, counting what it is asked to do (a no-op rerun must ask nothing)."""
 
-    def __init__(self, engine: DockerEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine, self.calls = engine, 0
 
     def __getattr__(self, name: str) -> Any:
@@ -108,7 +111,7 @@ class CountingEngine:
 
 
 def parallel_and_noop(
-    engine: DockerEngine, package: str, version: str, sdist: Path | None, recipes: Path
+    engine: Engine, package: str, version: str, sdist: Path | None, recipes: Path
 ) -> dict[str, Any]:
     """--all-targets one at a time vs --jobs 2, then a rerun of the same inputs (no-op)."""
     from builder.targets.model import all_targets
@@ -154,7 +157,7 @@ def parallel_and_noop(
     return out
 
 
-def image_check(engine: DockerEngine) -> dict[str, Any]:
+def image_check(engine: Engine) -> dict[str, Any]:
     """Deciding that an unchanged image definition needs no build, against starting one
     container that does nothing."""
     spec = spec_for(resolve([BENCH_TARGET])[0])
@@ -193,10 +196,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--skip-biopython", action="store_true")
     ap.add_argument("--scan-mb", type=int, default=100)
+    ap.add_argument("--engine", default="docker", help="docker, apptainer or auto")
     args = ap.parse_args()
     from tests.conftest import make_sdist  # the C-extension fixture, as the tests build it
 
-    engine = DockerEngine()
+    engine = get_engine(args.engine, print)
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),

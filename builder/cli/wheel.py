@@ -1,0 +1,135 @@
+"""`cbuild wheel PACKAGE VERSION`: build, test and place a package version for targets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from builder.cli.common import (
+    AllOpt,
+    EngineOpt,
+    JsonOpt,
+    TargetOpt,
+    engine_for,
+    err,
+    fail,
+    pick_targets,
+)
+from builder.errors import CbuildError
+from builder.progress import TargetProgress
+from builder.recipes.recipe import BUILTIN_RECIPES
+
+
+def wheel_cmd(
+    package: str,
+    version: str,
+    target: TargetOpt = None,
+    all_targets: AllOpt = False,
+    wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
+    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = BUILTIN_RECIPES,
+    cache: Annotated[Path | None, typer.Option(help="Cache and work folder.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace wheels that already exist.")] = False,
+    strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
+    explain: Annotated[bool, typer.Option(help="Say why each wheel went where it went.")] = False,
+    sdist: Annotated[Path | None, typer.Option(help="Build this local sdist, not PyPI's.")] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Targets at once (default: the cores).")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option(help="Build even when a run with the same inputs is recorded.")
+    ] = False,
+    ccache: Annotated[
+        bool, typer.Option(help="A compiler cache per target, kept in the cache folder.")
+    ] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            help="First build, in dependency order, the dependencies the wheelhouse lacks "
+            "for the targets (without it they are listed)."
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+    engine_name: EngineOpt = "auto",
+) -> None:
+    """Build, test and export PACKAGE VERSION for the chosen targets."""
+    from builder.cache import default_cache
+    from builder.pipeline.job import Pipeline
+    from builder.pipeline.model import WheelRequest
+    from builder.workflows import recursive as recursive_mod
+
+    try:
+        ts = pick_targets(target, all_targets)
+        req = WheelRequest(
+            package,
+            version,
+            tuple(ts),
+            wheelhouse.resolve(),
+            (cache or default_cache()).resolve(),
+            recipes.resolve(),
+            force,
+            strict,
+            sdist,
+            jobs=max(1, jobs if jobs is not None else min(os.cpu_count() or 1, len(ts))),
+            rebuild=rebuild,
+            ccache=ccache,
+        )
+        with TargetProgress(err, [t.id for t in ts]) as progress:
+            outcome = recursive_mod.build(
+                Pipeline(engine_for(engine_name), progress),
+                req,
+                recursive=recursive,
+                warn=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}"),
+            )
+        report = outcome.report
+    except CbuildError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted:[/] containers removed, nothing exported")
+        raise typer.Exit(130) from None
+    if json_out:
+        print(json.dumps(outcome.as_dict(), indent=2))
+    else:
+        for dep in outcome.dependencies:  # built first, for --recursive
+            _summary(dep, explain)
+        _summary(report, explain)
+    if not report.ok:
+        err.print(f"[bold red]error:[/] {escape(report.error or '')}")
+        raise typer.Exit(report.exit_code)
+
+
+def _summary(report, explain: bool) -> None:
+    table = Table(
+        "target",
+        "status",
+        "tested",
+        "placed",
+        "time",
+        "sha256",
+        title=f"{report.package} {report.version}",
+    )
+    for r in report.results:
+        table.add_row(
+            r.target.id,
+            r.status,
+            r.test_detail.splitlines()[0] if r.test_detail else r.test_how,
+            r.placed or "-",
+            f"{sum(r.seconds.values()):.0f} s",
+            r.sha256[:12] or "-",
+        )
+    err.print(table, soft_wrap=False)
+    if explain or not report.ok:
+        for r in report.results:
+            if r.reason:
+                err.print(f"  {r.target.id}: {escape(r.reason)}")
+    for p in report.placed:
+        print(p)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("wheel")(wheel_cmd)
