@@ -389,7 +389,7 @@ def test_recipe_system_library_gets_an_image_of_its_own(engine, tmp_path) -> Non
     report = json.loads(res.stdout)
     assert report["targets"][0]["status"] == "tested"
     manifest = json.loads(Path(report["placed"][0] + ".json").read_text())
-    from builder.images.spec import spec_for
+    from builder.providers import spec_for
 
     plain = spec_for(resolve(["gentoo2023-x86-64-v3"])[0])
     assert manifest["image_spec_hash"] != plain.hash  # libfftw3-dev: another definition
