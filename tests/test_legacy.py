@@ -207,13 +207,16 @@ def test_package_name_and_version_from_the_file_name() -> None:
     assert package_of(Path("config/pyFFTW.sh")) == ("pyFFTW", None)
 
 
-WHOLE = {"Cartopy.sh", "PyPrismatic-gpu.sh", "dgl.sh", "isafixture.sh", "numpy.sh", "pyFFTW.sh"}
+WHOLE = {
+    "Cartopy.sh", "Cartopy-0.20.2.sh", "PyPrismatic-gpu.sh", "dgl.sh", "isafixture.sh",
+    "numpy.sh", "pyFFTW.sh",
+}  # fmt: skip
 
 
 def test_import_the_samples(tmp_path: Path) -> None:
     results = import_configs(CONFIGS, tmp_path / "recipes")
     by = {r.config.name: r for r in results}
-    assert {n for n, r in by.items() if r.whole} == WHOLE  # 6 of the 11 samples
+    assert {n for n, r in by.items() if r.whole} == WHOLE  # 7 of the 11 samples
     assert all(r.errors == [] for r in results)  # every written recipe checks clean
     for r in results:
         assert check_recipe(r.recipe) == []
@@ -228,7 +231,11 @@ def test_import_the_samples(tmp_path: Path) -> None:
     # Version-specific configs become [versions."==X"] tables of the package's recipe.
     cartopy = tomllib.loads((tmp_path / "recipes/cartopy.toml").read_text())
     assert cartopy["versions"]["==0.20.2"]["build"]["requires"] == ["pyshp", "shapely<2", "pyproj"]
-    assert "instead of the generic config" in by["Cartopy-0.20.2.sh"].skipped[0].reason
+    # build_wheel.sh sources it *instead of* Cartopy.sh: none of the generic config applies.
+    assert list(cartopy["versions"]) == ["!=0.20.2", "==0.20.2"]
+    assert read_recipe(tmp_path / "recipes/cartopy.toml", "0.20.2").build_requires == (
+        "pyshp", "shapely<2", "pyproj",
+    )  # fmt: skip
     pbr = [(s.line, s.reason.split(";")[0]) for s in by["pbr.sh"].skipped]
     assert pbr == [
         (1, "calls another script, whose effect cannot be known here"),
@@ -245,6 +252,20 @@ def test_import_the_samples(tmp_path: Path) -> None:
         "v2.1.0",
     )
     assert dgl.env == {"TORCH_CUDA_ARCH_LIST": "6.0;7.0;7.5;8.0;8.6;9.0"}
+
+
+def test_configs_build_wheel_cannot_tell_apart_are_reported_not_merged(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/PyYAML.sh").write_text('PYTHON_DEPS="cython"\n')
+    (tmp_path / "config/pyyaml.sh").write_text('PYTHON_DEPS="numpy"\n')
+    results = import_configs(sorted((tmp_path / "config").glob("*.sh")), tmp_path / "out")
+    results = sorted(results, key=lambda r: r.config.name)
+    assert [(r.config.name, r.whole) for r in results] == [
+        ("PyYAML.sh", True),
+        ("pyyaml.sh", False),
+    ]
+    assert "cannot tell it from PyYAML.sh" in results[1].skipped[0].reason
+    assert read_recipe(tmp_path / "out/pyyaml.toml", "1.0").build_requires == ("cython",)
 
 
 def test_existing_recipes_are_kept_without_force(tmp_path: Path) -> None:

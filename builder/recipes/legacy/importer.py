@@ -56,19 +56,28 @@ def package_of(config: Path) -> tuple[str, str | None]:
     return stem, None
 
 
-def convert(config: Path, patches_dir: Path | None = None) -> tuple[dict[str, Any], _Converter]:
-    """The recipe data of one legacy config, and the converter (its skipped list, patches)."""
+def convert(
+    config: Path, patches_dir: Path | None = None, others: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], _Converter]:
+    """The recipe data of one legacy config, and the converter (its skipped list, patches).
+    `others`: the versions that have their own config, which build_wheel.sh sources instead of
+    this generic one: all of this one goes under `[versions."!=X"]` so that none of it applies
+    to them (key by key, the generic's target tables would win over theirs)."""
     package, version = package_of(config)
     text = config.read_text()
     conv = _Converter(config, package, patches_dir)
     conv.run(text)
     data: dict[str, Any] = {"package": {"name": canonicalize_name(package)}}
     order = {name: i for i, name in enumerate(SECTIONS)}
+    if version:
+        outer: tuple[tuple[str, str], ...] = (("versions", f"=={version}"),)
+    else:
+        outer = (("versions", ",".join(f"!={v}" for v in others)),) if others else ()
     for atoms, sections in conv.tables.items():
         sections = dict(sorted(sections.items(), key=lambda kv: order[kv[0]]))
         if any(kind == "dead" for kind, _ in atoms):
             continue
-        path = _nest(((("versions", f"=={version}"),) if version else ()) + atoms)
+        path = _nest(outer + atoms)
         node = data
         for kind, sel in path:
             node = node.setdefault(kind, {}).setdefault(sel, {})
@@ -96,22 +105,36 @@ def import_configs(
             raise ConfigError(f"{path} exists", fix="pass --force to replace it, or --out DIR")
         merged: dict[str, Any] = {"package": {"name": name}}
         file_results = []
-        # The generic config first: version-specific ones become [versions."==X"] tables.
-        for config in sorted(files, key=lambda f: package_of(f)[1] is not None):
-            pdir = patches_dir or config.resolve().parent.parent / PATCHES_DIR
-            data, conv = convert(config, pdir)
-            _merge(merged, data)
-            res = LegacyResult(config, name, skipped=conv.skipped, data=data)
-            if package_of(config)[1] and any(package_of(f)[1] is None for f in files):
-                res.skipped.append(
-                    Skipped(
-                        0,
-                        config.name,
-                        "build_wheel.sh sourced this file instead of the generic config for its "
-                        "version; as a [versions] table it overrides key by key, so keys only the "
-                        "generic config sets still apply",
+        # build_wheel.sh finds `<pkg>-<version>.sh`, else `<pkg>.sh`, case-insensitively and
+        # with - and _ alike: of two files it would confuse, it sources one; the others are
+        # reported, not merged.
+        kept: dict[str | None, Path] = {}
+        for config in sorted(files, key=lambda f: f.name):
+            version = package_of(config)[1]
+            if version in kept:
+                file_results.append(
+                    LegacyResult(
+                        config,
+                        name,
+                        skipped=[
+                            Skipped(
+                                0,
+                                config.name,
+                                f"build_wheel.sh cannot tell it from {kept[version].name} (it "
+                                "matches names case-insensitively, - and _ alike); "
+                                f"{kept[version].name} is converted",
+                            )
+                        ],
                     )
                 )
+                continue
+            kept[version] = config
+        versions = tuple(v for v in kept if v)
+        for version, config in sorted(kept.items(), key=lambda kv: kv[0] is not None):
+            pdir = patches_dir or config.resolve().parent.parent / PATCHES_DIR
+            data, conv = convert(config, pdir, () if version else versions)
+            _merge(merged, data)
+            res = LegacyResult(config, name, skipped=conv.skipped, data=data)
             for n, src in conv.patch_files.items():
                 (out_dir / PATCHES_DIR).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, out_dir / PATCHES_DIR / n)
