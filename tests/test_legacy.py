@@ -104,8 +104,8 @@ def test_each_variable_converts_to_its_field(tmp_path: Path, text: str, expected
         ('PACKAGE_DOWNLOAD_ARGUMENT="https://x.org/pkg-$VERSION.tgz"', "needs its sha256"),
         ('PATCH_WHEEL_COMMANDS="unzip $ARCHNAME; zip $ARCHNAME x"', "shell on the wheel archive"),
         ('PATCHES="missing.patch"', "patch file missing.patch not found"),
-        ('PYTHON_DEPS="torch${TORCH_VERSION:+==$TORCH_VERSION}"', "is shell logic"),
-        ('PYTHON_DEPS="numpy==$NUMPY_VERSION"', "uses $NUMPY_VERSION, which only the legacy"),
+        ('PYTHON_DEPS="torch${TORCH_VERSION/./}"', "is shell logic"),
+        ('PYTHON_DEPS="numpy==$NUMPY_VERSION"', "uses $NUMPY_VERSION, which bash expanded"),
         ("PYTHON_DEPS=$(cat deps.txt)", "command substitution"),
         ('PYTHON_DEPS="numpy>="', "'numpy>=' is not a requirement"),
         ("PIP_WHEEL_ARGS='--no-use-pep517'", "pip option '--no-use-pep517' has no recipe field"),
@@ -329,3 +329,64 @@ def test_the_converted_fixture_recipe_builds_the_same_package(engine, sdist_fact
     assert [ln for ln in meta.splitlines() if ln.startswith("Requires-Dist")] == [
         'Requires-Dist: packaging>=21; python_version >= "3.8"'
     ]
+
+
+def bash_value(tmp_path: Path, text: str, name: str, version: str = "1.2.3") -> str:
+    """What bash holds in `name` after sourcing `text` as build_wheel.sh does (stubbed)."""
+    cfg = tmp_path / "cfg.sh"
+    cfg.write_text(text)
+    script = f'PACKAGE=pkg VERSION={version}\nsource {cfg}\nprintf %s "${{{name}}}"'
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "field"),
+    [
+        # $VERSION expanded when bash read the value, even where the command single-quotes it.
+        ("PRE_BUILD_COMMANDS=\"sed -i 's/1.1.2/$VERSION/' setup.py\"", "PRE_BUILD_COMMANDS",
+         ("build", "pre_build")),
+        ('PRE_TEST_COMMANDS="echo \'${VERSION}\' $VERSION"', "PRE_TEST_COMMANDS",
+         ("test", "pre_commands")),
+        # ${X:+...} / ${X:-...} of an operator's knob, unset by default; ${VERSION?msg}.
+        ('PYTHON_DEPS="torch${TORCH_VERSION:+==$TORCH_VERSION} a${NOPE:-b}"', "PYTHON_DEPS",
+         ("build", "requires")),
+        ('PACKAGE_FOLDER_NAME="pkg-${VERSION?needs a version}"', "PACKAGE_FOLDER_NAME",
+         ("source", "folder")),
+    ],
+)  # fmt: skip
+def test_values_mean_what_bash_made_of_them(
+    tmp_path: Path, text: str, name: str, field: tuple[str, str]
+) -> None:
+    data, skipped = conv(tmp_path, text)
+    assert skipped == []
+    value = data[field[0]][field[1]]
+    expected = bash_value(tmp_path, text, name)
+    if isinstance(value, list) and field[1] == "requires":
+        assert value == expected.split()  # pip gets $PYTHON_DEPS split at blanks
+        return
+    text_value = "\n".join(value) if isinstance(value, list) else value
+    # The recipe's text, run by the build's shell with VERSION set, says what bash's value said.
+    if field[0] == "source":
+        assert text_value.format(version="1.2.3") == expected
+    else:
+        run = subprocess.run(
+            ["bash", "-c", f"VERSION=1.2.3; printf '%s\\n' {text_value.split(' ', 1)[1]}"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        want = subprocess.run(
+            ["bash", "-c", f"printf '%s\\n' {expected.split(' ', 1)[1]}"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert run.stdout == want.stdout and "1.2.3" in run.stdout
+
+
+def test_the_measurement_script_runs_on_the_samples(tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    res = subprocess.run(
+        [sys.executable, str(REPO / "tools/legacy_measure.py"), str(LEGACY), "--json", str(out)],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert report["configs"] == len(CONFIGS) and report["crashes"] == []
+    assert report["differential_defects"] == {}, report["differential_defects"]

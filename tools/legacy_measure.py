@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from packaging.utils import canonicalize_name  # noqa: E402
 
 from builder.recipes.legacy import LEGACY_VARIABLES, import_configs, package_of  # noqa: E402
+from builder.recipes.legacy.variables import LEGACY_ENV  # noqa: E402
 from builder.recipes.recipe import read_recipe  # noqa: E402
 
 STACKS = ("2020", "2023", "2026")
@@ -91,8 +92,8 @@ def cases(config: Path, siblings: set[str]) -> list[Case]:
     if version:
         return [Case(config, package, version, s) for s in STACKS]
     text = config.read_text()
-    found = re.findall(r"VERSION\}?\"?\s*(?:==?|!=)\s*\"?(\d+(?:\.\d+)*)", text)
-    versions = [DEFAULT_VERSION, *dict.fromkeys(found)][:4]
+    found = re.findall(r"VERSION\}?\"?\s*(?:==?|!=)\s*\"?(\d+(?:\.\d+)*)(\.\*)?", text)
+    versions = [DEFAULT_VERSION, *dict.fromkeys(v + (".0" if g else "") for v, g in found)][:4]
     # build_wheel.sh sources <pkg>-<version>.sh instead, when there is one.
     versions = [v for v in versions if f"{package}-{v}".lower() not in siblings]
     return [Case(config, package, v, s) for v in versions for s in STACKS]
@@ -178,13 +179,23 @@ def _statements(text: str) -> list[str]:
 
 
 def _expand_version(text: str, version: str) -> str:
-    """$VERSION outside single quotes replaced by the version, as the shell would at run time."""
+    """$VERSION and the stubbed legacy environment (with their `:-default`s) expanded outside
+    single quotes, as the shell does when it runs the text."""
     out, quote, i = [], None, 0
+    var = re.compile(r"\$(?:\{(\w+)(:?-[^}]*)?\}|(\w+))")
     while i < len(text):
         c = text[i]
-        m = re.match(r"\$(\{VERSION\}|VERSION\b)", text[i:])
+        m = var.match(text, i)
         if m and quote != "'" and (i == 0 or text[i - 1] != "\\"):
-            out.append(version)
+            name = m[1] or m[3]
+            if name == "VERSION":
+                out.append(version)
+            elif ENV_STUB.fullmatch(name):
+                out.append(f"/stub/{name}")
+            elif LEGACY_ENV.fullmatch(name) and m[2]:
+                out.append(m[2].lstrip(":-"))
+            else:
+                out.append(m[0])
             i += len(m[0])
             continue
         if c == "'" and quote in (None, "'"):
@@ -351,13 +362,17 @@ def _legacy_source(v: dict[str, str], case: Case) -> dict[str, Any]:
 
 
 def recipe_view(r: Any, case: Case) -> dict[str, Any]:
+    env, pre = _split_env(_statements(_expand_version("\n".join(r.pre_build), case.version)))
+    names = None if r.import_names is None else list(r.import_names)
+    if names == [case.package.replace("-", "_")]:
+        names = None  # what the legacy default (the package's name) imports
     out: dict[str, Any] = {
         "PYTHON_DEPS": list(r.build_requires),
         "MODULE_BUILD_DEPS": list(r.modules),
         "MODULE_RUNTIME_DEPS": list(r.runtime_modules),
         "PATCHES": list(r.patches),
-        "env": dict(r.env),
-        "PRE_BUILD_COMMANDS": _statements(_expand_version("\n".join(r.pre_build), case.version)),
+        "env": {**r.env, **env},
+        "PRE_BUILD_COMMANDS": pre,
         "PRE_DOWNLOAD_COMMANDS": [],
         "POST_BUILD_COMMANDS": _statements(_expand_version("\n".join(r.post_build), case.version)),
         "wheel_edits": {
@@ -368,7 +383,7 @@ def recipe_view(r: Any, case: Case) -> dict[str, Any]:
         "RPATH_TO_ADD": list(r.rpath),
         "RPATH_ADD_ORIGIN": r.rpath_origin,
         "TEST_COMMAND": _statements(_expand_version("\n".join(r.test_commands), case.version)),
-        "PYTHON_IMPORT_NAME": None if r.import_names is None else list(r.import_names),
+        "PYTHON_IMPORT_NAME": names,
         "PYTHON_TESTS": [" ".join(t.split()) for t in r.test_python],
         "PRE_TEST_COMMANDS": _statements(
             _expand_version("\n".join(r.test_pre_commands), case.version)
@@ -497,7 +512,7 @@ def _builder_export(name: str, value: str) -> bool:
         ("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX"),
         ("CUDAARCHS", "80;90;90-virtual"),
         ("CARGO_BUILD_JOBS", "default"),
-    } or value.startswith("/stub/")
+    } or bool(ENV_STUB.fullmatch(name))
 
 
 def main() -> int:

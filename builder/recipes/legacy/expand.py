@@ -12,6 +12,8 @@ from builder.recipes.legacy.shell import Word, _read_subst
 from builder.recipes.legacy.variables import (
     _DEFAULTS_VARS,
     _STACK_VAR,
+    BUILDER_ENV,
+    LEGACY_ENV,
     LEGACY_VARIABLES,
     Unconvertible,
 )
@@ -66,13 +68,15 @@ class _Expander:
             if kind == "lit":
                 out.append(self._escape(text, mode))
                 continue
-            out.append(self._expand_text(text, scope, mode, shadow or {}))
+            out.append(self._expand_text(text, scope, mode, shadow or {}, "".join(out)))
         return "".join(out)
 
     def _escape(self, text: str, mode: str) -> str:
         return text.replace("{", "{{").replace("}", "}}") if mode == "template" else text
 
-    def _expand_text(self, text: str, scope: _Scope, mode: str, shadow: Shadow) -> str:
+    def _expand_text(
+        self, text: str, scope: _Scope, mode: str, shadow: Shadow, before: str = ""
+    ) -> str:
         out: list[str] = []
         i = 0
         while i < len(text):
@@ -95,21 +99,60 @@ class _Expander:
                 continue
             name = m["braced"] or m["plain"]
             op = m["op"] or ""
-            out.append(self._variable(name, op, m[0], scope, mode, shadow))
+            quoted = _in_single_quotes(before + "".join(out))
+            out.append(self._variable(name, op, m[0], scope, mode, shadow, quoted))
             i = m.end()
         return "".join(out)
 
     def _variable(
-        self, name: str, op: str, raw: str, scope: _Scope, mode: str, shadow: Shadow
+        self,
+        name: str,
+        op: str,
+        raw: str,
+        scope: _Scope,
+        mode: str,
+        shadow: Shadow,
+        quoted: bool = False,
     ) -> str:
-        if op and not op.startswith(":?"):
-            if mode == "shell":
-                return raw
-            raise Unconvertible(f"the expansion {raw} is shell logic")
+        """The value bash gave `raw` when it read the config. In a command, $VERSION stays for
+        the build's shell, quoted so that it still expands where the text is single-quoted."""
         if name == "VERSION":
-            return {"template": "{version}", "shell": "$VERSION"}.get(mode) or _raise(
+            m = re.fullmatch(r":?(?:\?.*|\+(.*))?", op, re.S)
+            if not m:
+                raise Unconvertible(f"the expansion {raw} is shell logic")
+            if m[1] is not None:  # ${VERSION:+x}: the version is always set
+                return self._expand_text(m[1], scope, mode, shadow)
+            if mode == "template":
+                return "{version}"
+            if mode == "shell":
+                return "'\"${VERSION}\"'" if quoted else "${VERSION}"
+            raise Unconvertible(
                 "uses $VERSION where a fixed value is needed (a [versions] table can hold it)"
             )
+        try:
+            value = self._value(name, raw, scope, mode, shadow)
+        except Unconvertible:
+            if mode != "shell" or (quoted and op):
+                raise
+            # The build's shell expands it instead; where the text is single-quoted, the
+            # quotes open around it so that it still expands, as it did when bash read it.
+            return raw if not quoted else f"'\"${{{name}}}\"'"
+        m = re.fullmatch(r"(:?)([-+?=])(.*)", op, re.S) if op else None
+        if op and not m:
+            raise Unconvertible(f"the expansion {raw} is shell logic")
+        if m:
+            empty = value is None or (m[1] == ":" and value == "")
+            sign, word = m[2], m[3]
+            if sign == "+":
+                return "" if empty else self._expand_text(word, scope, mode, shadow)
+            if sign in "-=" and empty:
+                return self._expand_text(word, scope, mode, shadow)
+            if sign == "?" and empty:
+                raise Unconvertible(f"{raw} stops the legacy script: ${name} is not set")
+        return value or ""
+
+    def _value(self, name: str, raw: str, scope: _Scope, mode: str, shadow: Shadow) -> str | None:
+        """A variable's value when the config is read; None: unset."""
         if name == "PACKAGE":
             return self.package
         binding = shadow[name] if name in shadow else scope.lookup(name)
@@ -117,11 +160,31 @@ class _Expander:
             return self.expand(binding.value, scope, mode, {**shadow, name: binding.prev})
         if name in ("PACKAGE_FOLDER_NAME", "PACKAGE_DOWNLOAD_NAME", "PYTHON_IMPORT_NAME"):
             return self.package  # build_wheel.sh's defaults
+        if name in BUILDER_ENV:
+            return BUILDER_ENV[name]
         if name in shadow or name in LEGACY_VARIABLES or name in _DEFAULTS_VARS:
-            return ""  # unset, as build_wheel.sh leaves it
-        if mode == "shell":
-            return raw
-        raise Unconvertible(f"uses ${name}, which only the legacy build environment sets")
+            return None  # unset, as build_wheel.sh leaves it
+        if LEGACY_ENV.fullmatch(name) or raw[1:2] != "{" or raw == f"${{{name}}}":
+            raise Unconvertible(
+                f"uses ${name}, which bash expanded from the legacy build environment when it "
+                "read the config"
+            )
+        return None  # an operator's knob (${TORCH_VERSION:+...}): unset by default
+
+
+def _in_single_quotes(text: str) -> bool:
+    """Whether the end of shell text `text` is inside single quotes."""
+    quote = None
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quote != "'":
+            i += 2
+            continue
+        if c in "'\"" and quote in (None, c):
+            quote = None if quote else c
+        i += 1
+    return quote == "'"
 
 
 def _raise(message: str) -> str:

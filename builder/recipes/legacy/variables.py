@@ -3,6 +3,7 @@ to convert (Unconvertible while converting, Skipped in the report)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Every variable build_wheel.sh reads from a config, and what it means (issue 4).
@@ -36,6 +37,19 @@ LEGACY_VARIABLES = {
 # Also read by build_wheel.sh; their cbuild meaning is simple enough to convert.
 _DEFAULTS_VARS = {"PYTHON_DEPS_DEFAULT", "MODULE_BUILD_DEPS_DEFAULT"}
 _STACK_VAR = "EBVERSIONGENTOO"
+# What build_wheel.sh has exported when it sources a config, with its value.
+BUILDER_ENV = {
+    "TORCH_CUDA_ARCH_LIST": "8.0;9.0+PTX",
+    "CUDAARCHS": "80;90;90-virtual",
+    "CARGO_BUILD_JOBS": "default",
+    "THIS_SCRIPT": "build_wheel.sh",
+}
+# Set by the legacy build node's environment (modules, Slurm, the shell) with values only it
+# knows: a config that expands one when it is read has no recipe form.
+LEGACY_ENV = re.compile(
+    r"EB(ROOT|VERSION)\w+|CPATH|LIBRARY_PATH|LD_LIBRARY_PATH|PATH|HOME|PWD|USER|MKLROOT|"
+    r"CUDA_HOME|NIXUSER_PROFILE|SLURM_\w+|RSNT_\w+|SCRIPT_DIR|MODULEPATH\w*|PYTHON_VERSION"
+)
 
 
 class Unconvertible(Exception):
