@@ -110,7 +110,7 @@ def settings(stack: Stack) -> CvmfsSettings:
 
 # --- environment -----------------------------------------------------------------------------
 def _cuda(accelerator: str) -> str | None:
-    """ "cuda12" -> "12"; None for a CPU target."""
+    """The CUDA major of an accelerator ("cuda12" -> "12"); None for a CPU target."""
     if accelerator == "cpu":
         return None
     m = re.fullmatch(r"cuda(\d+)", accelerator)
