@@ -55,7 +55,8 @@ BDIST_WHEEL_ARGS=""
 PIP_WHEEL_ARGS=""
 PRE_DOWNLOAD_COMMANDS=""
 PATCHES=""
-PACKAGE_DOWNLOAD_CMD="pip download -v --no-cache --no-binary \$PACKAGE --no-use-pep517 --no-build-isolation --no-deps \$PACKAGE_DOWNLOAD_ARGUMENT"
+PACKAGE_DOWNLOAD_CMD="pip download -v --no-cache --no-binary \$PACKAGE --no-use-pep517 \
+--no-build-isolation --no-deps \$PACKAGE_DOWNLOAD_ARGUMENT"
 PYTHON_DEPS_DEFAULT=__cbuild_default__
 MODULE_BUILD_DEPS_DEFAULT=__cbuild_default__
 PYTHON_VERSIONS=__cbuild_default__
@@ -522,7 +523,7 @@ def main() -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="list every omission")
     args = ap.parse_args()
     summary = measure(args.checkout, args.verbose)
-    for name, lines in summary["differential_defects"].items():
+    for lines in summary["differential_defects"].values():
         for line in lines:
             print(f"DEFECT {line}")
     for key in ("resolve_errors", "recipe_check_failures"):

@@ -237,7 +237,8 @@ class _Converter:
         env[name] = value
 
     def requirements(self, value: Word, scope: _Scope) -> list[str]:
-        reqs = self.words(value, scope)
+        # `pip install $PYTHON_DEPS`: split at blanks, and quotes stay (no eval here).
+        reqs = self.x(value, scope, "plain").split()
         for r in reqs:
             try:
                 Requirement(r)
@@ -375,7 +376,8 @@ class _Converter:
         self.set(atoms, "wheel", "update_requires", updates)
 
     def v_rpath_to_add(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
-        paths = [p for p in re.split(r"[:\s]+", self.x(value, scope, "plain")) if p]
+        # setrpaths.sh gets `--add_path ${RPATH_TO_ADD}` through eval: quotes go, then `:` splits.
+        paths = [p for w in self.words(value, scope) for p in w.split(":") if p]
         self.set(atoms, "wheel", "rpath", paths)
 
     def v_rpath_add_origin(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
