@@ -66,10 +66,12 @@ def test_tags_up_to_the_providers_glibc() -> None:
         assert Tag(*bad.split("-")) not in tags, bad
 
 
-def test_no_manylinux_when_the_provider_states_no_glibc() -> None:
-    # A made-up provider without a glibc floor: no manylinux wheel can be shown to load.
-    stack = dataclasses.replace(STACK, providers={"bare": {}})
-    target = dataclasses.replace(V3, stack=stack, provider="bare")
+@pytest.mark.parametrize("provider", ["standalone", "unregistered"])
+def test_no_manylinux_when_the_provider_states_no_glibc(provider: str) -> None:
+    # No glibc floor in the data: no manylinux wheel can be shown to load on the node.
+    stack = dataclasses.replace(STACK, providers={provider: {}})
+    target = dataclasses.replace(V3, stack=stack, provider=provider)
+    assert layout.glibc_floor(target) is None
     tags = layout.accepted_tags(target)
     assert Tag("cp311", "cp311", "linux_x86_64") in tags
     assert not any("manylinux" in t.platform for t in tags)

@@ -16,6 +16,7 @@ from pathlib import Path
 from packaging.tags import Tag, compatible_tags, cpython_tags
 
 from builder.errors import PlacementError
+from builder.providers import PROVIDERS, get_provider
 from builder.targets.model import Stack, Target
 
 GENERIC = "generic"  # the level name of a stack's baseline build
@@ -63,9 +64,11 @@ def find_links(wheelhouse: Path, targets: Sequence[Target]) -> tuple[Path, ...]:
 
 
 def glibc_floor(target: Target) -> str | None:
-    """The glibc the target's provider guarantees ("2.36"), from the stack data; None if unsaid."""
-    glibc = target.stack.providers.get(target.provider, {}).get("glibc")
-    return str(glibc) if glibc else None
+    """The glibc the target's provider guarantees ("2.36"), as the provider reads it from the
+    stack data; None when it states none or is not a registered provider yet."""
+    if target.provider not in PROVIDERS:
+        return None
+    return get_provider(target.provider).glibc_floor(target.stack)
 
 
 def accepted_tags(target: Target) -> frozenset[Tag]:
