@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
+from builder.recipes import check_recipe, read_recipe, to_toml
 from builder.recipes.legacy import LEGACY_VARIABLES, convert, import_configs, package_of
-from builder.recipes.recipe import check_recipe, read_recipe, to_toml
 from builder.targets.model import resolve
 
 REPO = Path(__file__).resolve().parent.parent

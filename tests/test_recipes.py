@@ -1,4 +1,4 @@
-"""builder.recipes.recipe: strict loading, messages that point at the line, version overrides."""
+"""builder.recipes: strict loading, messages that point at the line, version overrides."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
-from builder.recipes.recipe import Recipe, load_recipe
+from builder.recipes import Recipe, load_recipe
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

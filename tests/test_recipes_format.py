@@ -1,4 +1,4 @@
-"""builder.recipes.recipe, the full format: every section, target and accelerator overrides, the
+"""builder.recipes, the full format: every section, target and accelerator overrides, the
 mistakes `cbuild recipe check` must catch (with file, line and a fix), the generated schema, and
 the `recipe` commands through the real CLI."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
-from builder.recipes.recipe import (
+from builder.recipes import (
     Source,
     check_recipe,
     load_recipe,

@@ -9,7 +9,7 @@ import pytest
 
 from builder.pipeline.job import Pipeline
 from builder.pipeline.model import WheelRequest
-from builder.recipes.recipe import load_recipe
+from builder.recipes import load_recipe
 from builder.targets.model import resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]

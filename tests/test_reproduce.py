@@ -22,7 +22,7 @@ from builder.pipeline.keys import build_key
 from builder.pipeline.model import TargetResult
 from builder.pipeline.place import provenance
 from builder.providers import spec_for
-from builder.recipes.recipe import load_recipe
+from builder.recipes import load_recipe
 from builder.sources import pypi
 from builder.targets.cputest import qemu_binary
 from builder.targets.model import resolve

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from packaging.utils import canonicalize_name  # noqa: E402
 
+from builder.recipes import read_recipe  # noqa: E402
 from builder.recipes.legacy import LEGACY_VARIABLES, import_configs, package_of  # noqa: E402
 from builder.recipes.legacy.variables import LEGACY_ENV  # noqa: E402
-from builder.recipes.recipe import read_recipe  # noqa: E402
 
 STACKS = ("2020", "2023", "2026")
 DEFAULT_VERSION = "99.1.0"

@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from builder.cache import default_cache
 from builder.cli.common import JsonOpt, engine_for, engine_option, err, fail, say
 from builder.errors import CbuildError, ConfigError
-from builder.recipes.recipe import BUILTIN_RECIPES
+from builder.recipes import BUILTIN_RECIPES
 
 
 class _DefaultToRun(TyperGroup):

@@ -13,7 +13,15 @@ from rich.markup import escape
 
 from builder.cli.common import JsonOpt, err, fail, print_error
 from builder.errors import CbuildError, ConfigError
-from builder.recipes.recipe import BUILTIN_RECIPES
+from builder.recipes import (
+    BUILTIN_RECIPES,
+    check_recipe,
+    load_recipe,
+    new_recipe_text,
+    recipe_path,
+    schema_text,
+    to_toml,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "schema" / "recipe.schema.json"
@@ -45,8 +53,6 @@ def check_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Check recipes strictly; exit 2 when any has a mistake."""
-    from builder.recipes.recipe import check_recipe
-
     try:
         files = _recipe_files(paths or [BUILTIN_RECIPES])
     except CbuildError as exc:
@@ -90,8 +96,6 @@ def new_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing recipe.")] = False,
 ) -> None:
     """Write a starting recipe recipes/<name>.toml."""
-    from builder.recipes.recipe import check_recipe, new_recipe_text, recipe_path
-
     path = recipe_path(name, recipes)
     if path.exists() and not force:
         fail(ConfigError(f"{path} exists", fix="edit it, or pass --force to start over"))
@@ -113,7 +117,6 @@ def show_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Print the recipe of NAME resolved for VERSION (and a target's overrides)."""
-    from builder.recipes.recipe import load_recipe, to_toml
     from builder.targets.model import resolve
 
     try:
@@ -137,8 +140,6 @@ def schema_cmd(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any.")] = False,
 ) -> None:
     """Write the JSON schema of the recipe format (generated from the model)."""
-    from builder.recipes.recipe import schema_text
-
     text = schema_text()
     if out.exists() and out.read_text() == text:
         return

@@ -23,7 +23,7 @@ from builder.cli.common import (
 )
 from builder.errors import CbuildError
 from builder.progress import TargetProgress
-from builder.recipes.recipe import BUILTIN_RECIPES
+from builder.recipes import BUILTIN_RECIPES
 
 
 def wheel_cmd(

@@ -30,7 +30,7 @@ from builder.pipeline.model import RunContext, RunReport, Status, TargetResult, 
 from builder.pipeline.place import place
 from builder.pipeline.test import test
 from builder.progress import TargetProgressFn
-from builder.recipes.recipe import Recipe, load_recipe
+from builder.recipes import Recipe, load_recipe
 from builder.sources import pypi
 from builder.wheelhouse.layout import check_writable
 

@@ -17,7 +17,7 @@ from builder.images import scripts as steps
 from builder.images.spec import ImageSpec
 from builder.pipeline.model import RunReport, Status, TargetResult, WheelRequest
 from builder.providers import spec_for
-from builder.recipes.recipe import Recipe
+from builder.recipes import Recipe
 from builder.sources import pypi
 from builder.targets.model import Target
 

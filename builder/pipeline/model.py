@@ -13,7 +13,7 @@ from builder.cache import Cache
 from builder.engines.base import Engine
 from builder.errors import BuildError, TestFailure
 from builder.progress import TargetProgressFn
-from builder.recipes.recipe import Recipe
+from builder.recipes import Recipe
 from builder.sources import pypi
 from builder.targets.model import Target
 

@@ -12,7 +12,7 @@ from builder.images import scripts as steps
 from builder.manifest import Manifest, TestRecord, manifest_path
 from builder.pipeline.keys import target_spec
 from builder.pipeline.model import RunContext, TargetResult
-from builder.recipes.recipe import Recipe
+from builder.recipes import Recipe
 from builder.sources import pypi
 from builder.wheelhouse import placement
 

@@ -22,7 +22,7 @@ from builder.pipeline.fetch import host_ca_bundle
 from builder.pipeline.job import Pipeline
 from builder.pipeline.model import WheelRequest
 from builder.providers import spec_for
-from builder.recipes.recipe import BUILTIN_RECIPES
+from builder.recipes import BUILTIN_RECIPES
 from builder.sources import pypi
 from builder.targets.model import resolve
 

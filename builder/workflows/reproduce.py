@@ -36,7 +36,7 @@ from builder.images.spec import ImageSpec
 from builder.manifest import Manifest, ManifestError, manifest_path
 from builder.progress import StepProgress
 from builder.providers import spec_for
-from builder.recipes.recipe import Recipe, load_recipe, recipe_path
+from builder.recipes import Recipe, load_recipe, recipe_path
 from builder.targets.cputest import python_shim_script, qemu_binary
 from builder.targets.levels import Level, host_has, level
 from builder.targets.model import Target

@@ -13,10 +13,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import ConfigError
+from builder.recipes import PATCHES_DIR, SECTIONS, check_recipe, recipe_path, to_toml
 from builder.recipes.legacy.convert import _Converter
 from builder.recipes.legacy.expand import _nest
 from builder.recipes.legacy.variables import Skipped
-from builder.recipes.recipe import PATCHES_DIR, SECTIONS, check_recipe, recipe_path, to_toml
 
 
 @dataclass

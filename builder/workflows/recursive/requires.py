@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import ConfigError
-from builder.recipes.recipe import load_recipe
+from builder.recipes import load_recipe
 from builder.sources import pypi
 from builder.targets.model import Target
 from builder.wheels import edit as wheeledit
