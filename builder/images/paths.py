@@ -21,4 +21,5 @@ FETCHED_DIR = "/cbuild/fetched"  # a run's own downloads
 CA_PATH = "/cbuild/ca-bundle.crt"  # the host's trust store, for networked steps
 CCACHE_DIR = "/cbuild/ccache"
 LOG_PATH = "/cbuild/run.log"  # a Docker run's log file, bound in
+CUDA_HOME = "/cbuild/cuda"  # a CUDA target's toolkit, CUDA_HOME-shaped, in an image layer
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
