@@ -352,7 +352,7 @@ def _legacy_source(v: dict[str, str], case: Case) -> dict[str, Any]:
                      r"\.(?:tar\.gz|zip|tgz)", arg)  # fmt: skip
     if m:
         return {"git": f"https://github.com/{m[1]}", "rev": m[2]}
-    m = re.fullmatch(r"git\+(\S+?)(?:@(\S+))?", arg)
+    m = re.fullmatch(r"git\+(\S+?)(?:@([^#\s]+))?(?:#egg=\S+)?", arg)
     if m:
         return {"git": m[1].removesuffix(".git"), "rev": m[2]}
     if re.match(r"(https?|ftp)://", arg):

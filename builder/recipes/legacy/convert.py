@@ -474,6 +474,26 @@ class _Converter:
                 # The idiom's tar of the clone is what cbuild's git fetch does itself.
                 if post and re.fullmatch(r"tar -?[zcvf]+ \S+( \S+)?", post[0].strip()):
                     handled.add("POST_DOWNLOAD_COMMANDS")
+        elif arg and (gitsrc := _git_source(arg_v)) and not _custom_download(scope):
+            url, rev = gitsrc
+            if rev is None:
+                self.skip(
+                    lines.get("PACKAGE_DOWNLOAD_ARGUMENT", arg[1]),
+                    f"PACKAGE_DOWNLOAD_ARGUMENT={arg_v}",
+                    "a git source without a tag or commit (a branch moves): add [source] git "
+                    "and rev",
+                )
+            else:
+                self.set(atoms, "source", "git", url)
+                self.set(atoms, "source", "rev", rev)
+            # pip downloads the archive and unpacks its one top folder: the name and folder
+            # settings are about that archive, which a git fetch does not have.
+            handled |= {
+                "PACKAGE_DOWNLOAD_ARGUMENT",
+                "PACKAGE_DOWNLOAD_METHOD",
+                "PACKAGE_DOWNLOAD_NAME",
+                "PACKAGE_FOLDER_NAME",
+            }
         elif arg and re.match(r"(https?|ftp)://", arg_v):
             raw_arg = scope.lookup("PACKAGE_DOWNLOAD_ARGUMENT")
             self.skip(
@@ -535,6 +555,34 @@ class _Converter:
                 "PyPI, a URL with sha256, or git)",
             }.get(var, "a download setting with no recipe form here")
             self.skip(line, f"{var}={value.raw}", reason)
+
+
+_GITHUB_ARCHIVE = re.compile(
+    r"(https://github\.com/[\w.-]+/[\w.-]+)/archive/(refs/(tags|heads)/)?(.+?)\.(tar\.gz|tgz|zip)"
+)
+_PIP_GIT = re.compile(r"git\+((?:https?|ssh|git)://[^@#\s]+)(?:@([^#\s]+))?(#egg=[\w.-]+)?")
+_BRANCHES = {"master", "main", "develop", "dev"}
+
+
+def _git_source(arg: str) -> tuple[str, str | None] | None:
+    """A download argument that is a git revision: GitHub's archive of a tag or commit
+    (`.../archive/refs/tags/v{version}.tar.gz`, the same tree as the tag) or pip's
+    `git+URL@rev`. (url, rev); rev None: a branch, which moves."""
+    if m := _GITHUB_ARCHIVE.fullmatch(arg):
+        rev = m[4]
+        return m[1], None if m[3] == "heads" or rev in _BRANCHES else rev
+    if m := _PIP_GIT.fullmatch(arg):
+        return m[1], m[2]
+    return None
+
+
+def _custom_download(scope: _Scope) -> bool:
+    """Whether the config replaces pip's download (its argument then means something else)."""
+    cmd = scope.lookup("PACKAGE_DOWNLOAD_CMD")
+    method = scope.lookup("PACKAGE_DOWNLOAD_METHOD")
+    if method is not None and method.value.literal.strip().lower() not in ("", "pip"):
+        return True
+    return cmd is not None and not cmd.value.literal.strip().startswith("pip download")
 
 
 def _split_exports(text: str) -> tuple[dict[str, str], str]:
