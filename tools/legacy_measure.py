@@ -251,7 +251,11 @@ def legacy_view(v: dict[str, str], case: Case) -> dict[str, Any]:
     out: dict[str, Any] = {}
     default_deps = v.get("PYTHON_DEPS_DEFAULT", UNCHANGED)
     deps = ([] if default_deps == UNCHANGED else default_deps.split()) + v["PYTHON_DEPS"].split()
-    out["PYTHON_DEPS"] = deps  # `pip install $PYTHON_DEPS`: split at blanks, quotes kept
+    # `pip install $PYTHON_DEPS`: split at blanks, quotes kept; into a fresh environment (as
+    # cbuild's is), -U and -I change nothing.
+    out["PYTHON_DEPS"] = [
+        d for d in deps if d not in ("-U", "--upgrade", "-I", "--ignore-installed")
+    ]
     mods = v.get("MODULE_BUILD_DEPS_DEFAULT", UNCHANGED)
     out["MODULE_BUILD_DEPS"] = ([] if mods == UNCHANGED else mods.split()) + v[
         "MODULE_BUILD_DEPS"
@@ -259,12 +263,15 @@ def legacy_view(v: dict[str, str], case: Case) -> dict[str, Any]:
     out["MODULE_RUNTIME_DEPS"] = v["MODULE_RUNTIME_DEPS"].split()
     out["PATCHES"] = v["PATCHES"].split()
     exports = {k[7:]: x for k, x in v.items() if k.startswith("export:")}
+    # PRE_DOWNLOAD_COMMANDS are eval'd in the shell that later builds: its exports reach the
+    # build as if they began PRE_BUILD_COMMANDS.
     pre_dl = _statements(_expand_version(v["PRE_DOWNLOAD_COMMANDS"], ver))
-    dl_env, dl_rest = _split_env(pre_dl)
-    env, rest = _split_env(_statements(_expand_version(v["PRE_BUILD_COMMANDS"], ver)))
-    out["env"] = {**exports, **dl_env, **env}
+    only_exports = all(re.match(r"export [A-Za-z_]\w*=", s) for s in pre_dl)
+    pre = _statements(_expand_version(v["PRE_BUILD_COMMANDS"], ver))
+    env, rest = _split_env((pre_dl if only_exports else []) + pre)
+    out["env"] = {**exports, **env}
     out["PRE_BUILD_COMMANDS"] = rest
-    out["PRE_DOWNLOAD_COMMANDS"] = dl_rest
+    out["PRE_DOWNLOAD_COMMANDS"] = [] if only_exports else pre_dl
     post = v["POST_BUILD_COMMANDS"].strip()
     edits: dict[str, list[str]] = {}
     if "manipulate_wheels.py" in post:

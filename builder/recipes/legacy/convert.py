@@ -37,6 +37,7 @@ class _Converter:
         self.exported: set[tuple[int, str]] = set()  # (id of the scope, name) of `export NAME=`
         self.text = ""
         self.shadow: Shadow = {}
+        self.shell_done: set[Any] = set()  # scopes whose pre_build is written
 
     def x(self, word: Word, scope: _Scope, mode: str) -> str:
         """Expand a value of the variable being converted (its own name means its earlier
@@ -238,7 +239,14 @@ class _Converter:
 
     def requirements(self, value: Word, scope: _Scope) -> list[str]:
         # `pip install $PYTHON_DEPS`: split at blanks, and quotes stay (no eval here).
-        reqs = self.x(value, scope, "plain").split()
+        words = self.x(value, scope, "plain").split()
+        for w in words:
+            if w.startswith("-") and w not in _NO_OP_PIP_OPTIONS:
+                raise Unconvertible(
+                    f"pip option {w!r} in PYTHON_DEPS has no recipe field (build requirements "
+                    "come from the run's wheelhouse and PyPI)"
+                )
+        reqs = [w for w in words if w not in _NO_OP_PIP_OPTIONS]
         for r in reqs:
             try:
                 Requirement(r)
@@ -267,11 +275,54 @@ class _Converter:
         self.set(atoms, "system", "runtime_modules", self.words(value, scope))
 
     def v_pre_download_commands(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
-        if self.commands(value, scope):
-            raise Unconvertible(
-                "runs on the build node before the download; cbuild fetches sources itself "
-                "([source] url or git)"
-            )
+        self._download_exports(scope)  # raises unless it only exports
+        self.build_shell(scope, atoms)
+
+    def _download_exports(self, scope: _Scope) -> str:
+        """PRE_DOWNLOAD_COMMANDS that only export: build_wheel.sh evals them in the shell that
+        later builds, so they are the start of the build's shell. Anything else ran on the
+        build node before the download, which cbuild does itself."""
+        b = scope.lookup("PRE_DOWNLOAD_COMMANDS")
+        if b is None:
+            return ""
+        text = self.exp.expand(b.value, scope, "shell", {"PRE_DOWNLOAD_COMMANDS": b.prev})
+        for st in (s.strip() for ln in text.splitlines() for s in _split_semicolons(ln)):
+            try:
+                words = shlex.split(st)
+            except ValueError:
+                words = []
+            if st and (
+                words[:1] != ["export"]
+                or not all(re.match(r"[A-Za-z_]\w*=", w) for w in words[1:])
+                or re.search(r"\$\(|`", st)
+            ):
+                raise Unconvertible(
+                    "runs on the build node before the download (only exports carry over to "
+                    "the build); cbuild fetches sources itself"
+                )
+        return text
+
+    def build_shell(self, scope: _Scope, atoms: Any) -> None:
+        """[build] env and pre_build of one scope, from the download exports and
+        PRE_BUILD_COMMANDS it sees (a table replaces pre_build whole, so it holds both)."""
+        if atoms in self.shell_done:
+            return
+        self.shell_done.add(atoms)
+        try:
+            download = self._download_exports(scope)
+        except Unconvertible:
+            download = ""  # reported on its own line
+        pre = scope.lookup("PRE_BUILD_COMMANDS")
+        build = (
+            self.exp.expand(pre.value, scope, "shell", {"PRE_BUILD_COMMANDS": pre.prev})
+            if pre
+            else ""
+        )
+        env, rest = _split_exports(f"{download}\n{build}")
+        for k, v in env.items():
+            self.set_env(atoms, k, v)
+        if rest or pre is not None:
+            self.set(atoms, "build", "pre_build", [rest] if rest else [])
 
     def v_patches(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
         names = self.words(value, scope)
@@ -284,11 +335,7 @@ class _Converter:
         self.set(atoms, "build", "patches", names)
 
     def v_pre_build_commands(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
-        env, rest = _split_exports(self.x(value, scope, "shell"))
-        for k, v in env.items():
-            self.set_env(atoms, k, v)
-        if rest:
-            self.set(atoms, "build", "pre_build", [rest])
+        self.build_shell(scope, atoms)
 
     def v_bdist_wheel_args(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
         args = self.words(value, scope)
@@ -557,6 +604,9 @@ class _Converter:
             self.skip(line, f"{var}={value.raw}", reason)
 
 
+# `pip install` options in PYTHON_DEPS that change nothing in cbuild, whose build requirements
+# go into a fresh environment: there is nothing installed to upgrade or ignore.
+_NO_OP_PIP_OPTIONS = {"-U", "--upgrade", "-I", "--ignore-installed"}
 _GITHUB_ARCHIVE = re.compile(
     r"(https://github\.com/[\w.-]+/[\w.-]+)/archive/(refs/(tags|heads)/)?(.+?)\.(tar\.gz|tgz|zip)"
 )
