@@ -183,13 +183,15 @@ def test_version_conditions_become_version_overrides_and_nest(tmp_path: Path) ->
 @pytest.mark.parametrize(
     "condition",
     [
-        '[[ -n "$VERSION" ]]',
+        '[[ -n "$TORCH_VERSION" ]]',
         "[[ $RSNT_ARCH == avx512 ]]",
         "[[ $VERSION =~ 1.1.* ]]",
         "[[ $VERSION == 1.2* ]]",
-        "[[ $EBVERSIONGENTOO == 2023 && $VERSION == 1.0 ]]",
-        "[[ $EBVERSIONGENTOO == 2023 ]] && [[ $VERSION == 1.0 ]]",
+        "[[ $EBVERSIONGENTOO == 2023 || $VERSION == 1.0 ]]",
+        "[[ $EBVERSIONGENTOO == 2023 ]] || [[ $VERSION == 1.0 ]]",
+        "[ ! -e $SCRIPT_DIR/x.patch ]",
         "[[ $EBVERSIONGENTOO -ge 2023 ]]",
+        "[[ $(translate_version $TORCH_VERSION) -lt $(translate_version '2.0') ]]",
     ],
 )
 def test_other_conditions_skip_their_branches(tmp_path: Path, condition: str) -> None:
@@ -199,6 +201,66 @@ def test_other_conditions_skip_their_branches(tmp_path: Path, condition: str) ->
     assert [line for line, _ in skipped] == [1, 2, 3, 4]
     assert "the branch is not converted" in skipped[0][1]
     assert "build" not in data and "targets" not in data and "versions" not in data
+
+
+@pytest.mark.parametrize(
+    ("condition", "if_branch", "else_branch"),
+    [
+        # build_wheel.sh's translate_version comparisons are release-version comparisons.
+        ("[[ $(translate_version $VERSION) -lt $(translate_version '0.4.34')  ]]", "<0.4.34",
+         ">=0.4.34"),
+        ("[[ 10#$(translate_version $VERSION) -ge 10#$(translate_version '7.1.0') ]]",
+         ">=7.1.0", "<7.1.0"),
+        # The version is always set for cbuild; both tests must hold.
+        ('[[ -n "$VERSION" ]] && [[ $(translate_version $VERSION) -le $(translate_version '
+         "'1.2') ]]", "<=1.2", ">1.2"),
+        ("[[ $VERSION == 1.2.* && $EBVERSIONGENTOO == 2023 ]]", None, None),
+    ],
+)  # fmt: skip
+def test_version_comparisons_convert(
+    tmp_path: Path, condition: str, if_branch: str | None, else_branch: str | None
+) -> None:
+    text = f'if {condition}; then\n  PYTHON_DEPS="x"\nelse\n  PYTHON_DEPS="y"\nfi\n'
+    data, skipped = conv(tmp_path, text)
+    if if_branch is None:  # several parts: the if converts, the else has no single negation
+        assert [line for line, _ in skipped] == [3, 4]
+        assert data["versions"]["==1.2.*"]["targets"]["gentoo2023-*"]["build"]["requires"] == ["x"]
+        return
+    assert skipped == []
+    assert data["versions"][if_branch]["build"]["requires"] == ["x"]
+    assert data["versions"][else_branch]["build"]["requires"] == ["y"]
+
+
+@pytest.mark.parametrize(
+    ("condition", "taken"),
+    [
+        ("[[ -n $EBROOTGENTOO ]]", "x"),  # every cbuild stack is a gentoo stack
+        ('[[ -z "$EBROOTGENTOO" ]]', "y"),
+        ("[[ $THIS_SCRIPT == 'build_wheel.sh' ]]", "x"),  # cbuild reads it as build_wheel.sh
+        ("[[ $THIS_SCRIPT == 'unmanylinuxize.sh' ]]", "y"),
+        ("[ -z ${VERSION} ]", "y"),  # cbuild always has a version
+    ],
+)
+def test_tests_with_one_answer_for_cbuild_keep_only_the_branch_bash_takes(
+    tmp_path: Path, condition: str, taken: str
+) -> None:
+    text = f'if {condition}; then\n  PYTHON_DEPS="x"\n  exit 1\nelse\n  PYTHON_DEPS="y"\nfi\n'
+    data, skipped = conv(tmp_path, text)
+    if taken == "x":
+        assert skipped == [(3, "`exit` ends the legacy build script; a recipe cannot")]
+    else:
+        assert skipped == []  # the exit is in the branch bash never takes: nothing is lost
+    assert data["build"]["requires"] == [taken]
+    assert "versions" not in data and "targets" not in data
+
+
+def test_a_later_unconditional_assignment_replaces_an_earlier_conditional_one(
+    tmp_path: Path,
+) -> None:
+    text = 'if [[ $VERSION == 1.0 ]]; then\n  PYTHON_DEPS="x"\nfi\nPYTHON_DEPS="y"\n'
+    data, skipped = conv(tmp_path, text)
+    assert skipped == [] and data == {"package": {"name": "pkg"}, "build": {"requires": ["y"]},
+                                      "test": {"requires": ["y"]}}  # fmt: skip
 
 
 def test_package_name_and_version_from_the_file_name() -> None:
@@ -239,11 +301,10 @@ def test_import_the_samples(tmp_path: Path) -> None:
     pbr = [(s.line, s.reason.split(";")[0]) for s in by["pbr.sh"].skipped]
     assert pbr == [
         (1, "calls another script, whose effect cannot be known here"),
-        (3, "a condition other than one comparison of the stack year or version"),
-        (4, "inside a condition that does not convert"),
-        (5, "inside a condition that does not convert"),
         (12, "arbitrary shell at the top level"),
         (13, "`exit` ends the legacy build script"),
+        (4, f"patch file pbr-fix_localversion.patch not found in {LEGACY / 'patches'}"),
+        (5, "shell on the wheel archive (unzip/zip)"),
     ]
     dgl = read_recipe(tmp_path / "recipes/dgl.toml", "2.1.0")
     assert (dgl.source.kind, dgl.source.git, dgl.source.rev) == (

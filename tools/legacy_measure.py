@@ -94,7 +94,13 @@ def cases(config: Path, siblings: set[str]) -> list[Case]:
         return [Case(config, package, version, s) for s in STACKS]
     text = config.read_text()
     found = re.findall(r"VERSION\}?\"?\s*(?:==?|!=)\s*\"?(\d+(?:\.\d+)*)(\.\*)?", text)
-    versions = [DEFAULT_VERSION, *dict.fromkeys(v + (".0" if g else "") for v, g in found)][:4]
+    # translate_version comparisons: the boundary and a release just below it.
+    for t in re.findall(r"translate_version ['\"]?(\d+(?:\.\d+)*)", text):
+        parts = [int(p) for p in t.split(".")]
+        i = max((i for i, p in enumerate(parts) if p), default=0)
+        below = [*parts[:i], max(parts[i] - 1, 0), *[999] * (len(parts) - i - 1)]
+        found += [(t, ""), (".".join(map(str, below)), "")]
+    versions = [DEFAULT_VERSION, *dict.fromkeys(v + (".0" if g else "") for v, g in found)][:6]
     # build_wheel.sh sources <pkg>-<version>.sh instead, when there is one.
     versions = [v for v in versions if f"{package}-{v}".lower() not in siblings]
     return [Case(config, package, v, s) for v in versions for s in STACKS]

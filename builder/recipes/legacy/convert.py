@@ -12,6 +12,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from builder.recipes.legacy.expand import (
+    NEVER,
     Binding,
     Shadow,
     _condition,
@@ -95,6 +96,9 @@ class _Converter:
                     continue
                 if head == "elif":
                     scopes.pop()
+                if NEVER in scopes[-1].atoms:  # inside a branch bash never takes
+                    scopes.append(self.scope(scopes[-1].atoms, scopes[-1]))
+                    continue
                 try:
                     if chain["bad"]:
                         raise Unconvertible(chain["bad"])
@@ -116,6 +120,9 @@ class _Converter:
                     continue
                 scopes.pop()
                 chain = chains[-1]
+                if NEVER in scopes[-1].atoms:
+                    scopes.append(self.scope(scopes[-1].atoms, scopes[-1]))
+                    continue
                 try:
                     if chain["bad"]:
                         raise Unconvertible(chain["bad"])
@@ -134,6 +141,8 @@ class _Converter:
                     self.skip(st.line, st.raw, "fi without if")
                 continue
             scope = scopes[-1]
+            if NEVER in scope.atoms:
+                continue  # bash never runs it: nothing is lost
             if any(kind == "dead" for kind, _ in scope.atoms):
                 self.skip(st.line, st.raw, "inside a condition that does not convert")
                 continue
@@ -141,7 +150,7 @@ class _Converter:
         if chains:
             self.skip(chains[-1]["line"], "if ...", "if without fi")
         for scope in self.scopes:
-            if not any(kind == "dead" for kind, _ in scope.atoms):
+            if not any(kind in ("dead", "never") for kind, _ in scope.atoms):
                 self.convert_scope(scope)
 
     # Statements: assignments are recorded; everything else is reported.
@@ -156,6 +165,10 @@ class _Converter:
         if m and len(words) == 1:
             name, rest = m[1], text[m.end() :]
             value = Word((("bare", rest),) * bool(rest) + first.parts[1:], first.raw[m.end() :])
+            # Bash runs in order: this replaces what branches closed before it assigned.
+            for s in self.scopes:
+                if s is not scope and s.within(scope):
+                    s.vars.pop(name, None)
             scope.assign(name, value, st.line)
             if exported and name not in LEGACY_VARIABLES:
                 self.exported.add((id(scope), name))

@@ -52,6 +52,12 @@ class _Scope:
             scope = scope.parent
         return None
 
+    def within(self, other: _Scope) -> bool:
+        scope: _Scope | None = self
+        while scope is not None and scope is not other:
+            scope = scope.parent
+        return scope is other
+
     def assign(self, name: str, value: Word, line: int) -> None:
         self.vars[name] = Binding(value, line, self.lookup(name))
 
@@ -194,27 +200,66 @@ def _raise(message: str) -> str:
 # --- conditions -------------------------------------------------------------------------------
 
 
+_OTHER = "a condition other than comparisons of the stack year or the version"
+# `translate_version` (build_wheel.sh) turns a release version into one comparable number.
+_TRANSLATED = re.compile(r"(?:10#)?\$\(translate_version ['\"]?(\$\{?VERSION\}?|[\d.]+)['\"]?\s*\)")
+_NUMERIC = {"-lt": "<", "-le": "<=", "-gt": ">", "-ge": ">=", "-eq": "==", "-ne": "!="}
+# Always set when cbuild resolves a recipe (a gentoo stack, a version), and the script that
+# reads the config is build_wheel.sh: tests of these are constants.
+_ALWAYS_SET = {"EBROOTGENTOO", "VERSION"}
+NEVER = ("never", "")  # the atom of a branch bash never takes: dropped, nothing lost
+
+
 def _condition(words: tuple[Word, ...]) -> list[tuple[str, str]]:
-    """`[[ $EBVERSIONGENTOO == 2023 ]]` -> [("targets", "gentoo2023-*")]; raises Unconvertible
-    for anything but a comparison of the stack year or the version with a constant."""
+    """`[[ $EBVERSIONGENTOO == 2023 ]] && [[ ... ]]` -> the atoms that all hold: stack year
+    (`("targets", "gentoo2023-*")`), version (`("versions", "<1.2")`), nothing for a test that
+    always holds, NEVER for one that never does. Unconvertible for anything else."""
+    tests: list[list[Word]] = [[]]
+    close = None
+    for w in words:
+        lit = w.literal if all(k != "lit" for k, _ in w.parts) else None
+        if close is None and lit in ("[[", "["):
+            close = "]]" if lit == "[[" else "]"
+        elif close is not None and lit == close:
+            close = None
+        elif lit == "&&":
+            tests.append([])
+        elif close is None or lit in ("||", "!", "-o", "-a"):
+            raise Unconvertible(_OTHER)
+        else:
+            tests[-1].append(w)
+    atoms: list[tuple[str, str]] = []
+    for test in tests:
+        atoms += _test(test)
+    return [NEVER] if NEVER in atoms else atoms
+
+
+def _test(words: list[Word]) -> list[tuple[str, str]]:
     lits = [w.literal for w in words]
-    if len(lits) != 5 or lits[0] not in ("[[", "[") or lits[4] not in ("]]", "]"):
-        raise Unconvertible("a condition other than one comparison of the stack year or version")
-    left, op, right = words[1], lits[2], words[3]
-    var = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", left.literal)
-    if not var or var[1] not in (_STACK_VAR, "VERSION") or "$" in right.literal:
-        raise Unconvertible("a condition other than one comparison of the stack year or version")
-    value = right.literal
+    var = lambda t: m[1] if (m := re.fullmatch(r"\$\{?([A-Za-z_]\w*)\}?", t)) else None  # noqa: E731
+    if len(lits) == 2 and lits[0] in ("-n", "-z") and var(lits[1]) in _ALWAYS_SET:
+        return [] if lits[0] == "-n" else [NEVER]
+    if len(lits) != 3:
+        raise Unconvertible(_OTHER)
+    left, op, right = lits
+    if var(left) == "THIS_SCRIPT" and op in ("==", "=", "!=") and "$" not in right:
+        return [] if (right == "build_wheel.sh") == (op != "!=") else [NEVER]
+    tl, tr = _TRANSLATED.fullmatch(left), _TRANSLATED.fullmatch(right)
+    if tl and tr and op in _NUMERIC and var(tl[1]) == "VERSION" and "$" not in tr[1]:
+        return [("versions", f"{_NUMERIC[op]}{tr[1].strip('.')}")]
+    name = var(left)
+    if name not in (_STACK_VAR, "VERSION") or "$" in right:
+        raise Unconvertible(_OTHER)
+    value = right
     if op not in ("==", "=", "!=", "-eq", "-ne"):
         raise Unconvertible(f"the comparison {op!r} (only ==, != convert)")
     negate = op in ("!=", "-ne")
-    if var[1] == _STACK_VAR:
+    if name == _STACK_VAR:
         if not re.fullmatch(r"\d{4}", value):
             raise Unconvertible(f"stack year {value!r} is not a year")
         return [("targets", f"{'!' if negate else ''}gentoo{value}-*")]
     # A version: exact, or a trailing .* glob (PEP 440 prefix match); other globs do not map.
-    unquoted_glob = any(k == "bare" and "*" in t for k, t in right.parts)
-    spec = value
+    unquoted_glob = any(k == "bare" and "*" in t for k, t in words[2].parts)
     if unquoted_glob:
         if not re.fullmatch(r"\d+(\.\d+)*\.\*", value):
             raise Unconvertible(f"the version pattern {value!r} has no PEP 440 form")
@@ -223,18 +268,23 @@ def _condition(words: tuple[Word, ...]) -> list[tuple[str, str]]:
             Version(value)
         except InvalidVersion as exc:
             raise Unconvertible(f"{value!r} is not a version") from exc
-    return [("versions", f"{'!=' if negate else '=='}{spec}")]
+    return [("versions", f"{'!=' if negate else '=='}{value}")]
 
 
 def _negate(atoms: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if not atoms:
+        return [NEVER]
+    if atoms == [NEVER]:
+        return []
     if len(atoms) != 1:
         raise Unconvertible("an else after a condition of several parts")
     kind, sel = atoms[0]
     if kind == "targets":
         return [(kind, sel[1:] if sel.startswith("!") else f"!{sel}")]
-    return [
-        (kind, sel.replace("==", "!=", 1) if sel.startswith("==") else sel.replace("!=", "==", 1))
-    ]
+    if m := re.fullmatch(r"(==|!=|<=|>=|<|>)(.*)", sel):
+        opposite = {"==": "!=", "!=": "==", "<": ">=", ">=": "<", ">": "<=", "<=": ">"}
+        return [(kind, f"{opposite[m[1]]}{m[2]}")]
+    raise Unconvertible(f"an else after {sel!r}")
 
 
 def _nest(atoms: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:

@@ -75,7 +75,7 @@ def convert(
         outer = (("versions", ",".join(f"!={v}" for v in others)),) if others else ()
     for atoms, sections in conv.tables.items():
         sections = dict(sorted(sections.items(), key=lambda kv: order[kv[0]]))
-        if any(kind == "dead" for kind, _ in atoms):
+        if any(kind in ("dead", "never") for kind, _ in atoms):
             continue
         path = _nest(outer + atoms)
         node = data
