@@ -336,7 +336,7 @@ def test_toolkit_compiles_reproducibly_and_scan_matches_cuobjdump(engine, cuda, 
             "mkdir -p /tmp/b && cd /tmp/b",
             # as build systems do: compile with -c, then link; the same paths both times
             f"for i in 1 2; do nvcc -c -Xcompiler -fPIC {gencode} -o k.o /src/k.cu;"
-            " nvcc -shared -o libk.so k.o; cp libk.so /out/libk.$i.so; done",
+            f" nvcc -shared {gencode} -o libk.so k.o; cp libk.so /out/libk.$i.so; done",
             "echo 'int f(int x) { return x + 1; }' > h.c && gcc -shared -fPIC -o /out/cpu.so h.c",
             *cuobjdump_steps("/tmp/co", local_dir="/dl"),
             f"{cuobjdump_path('/tmp/co')} --list-elf --list-ptx /out/libk.1.so > /out/cuobjdump",
