@@ -241,13 +241,17 @@ def test_run_script_installs_offline_and_runs_the_command_as_a_child() -> None:
     subprocess.run(["sh", "-n", "-c", script], check=True)
 
 
-def test_run_script_with_cpu_puts_the_qemu_shim_first() -> None:
+def test_run_script_with_cpu_runs_every_process_of_the_command_at_the_level() -> None:
     lv = cpu_level("x86-64-v3") if qemu_binary() else None
     if lv is None:
         pytest.skip("no qemu-user-static")
     script = run_script(plan(cpu=lv))
-    assert lv.qemu_cpu in script and "/cbuild/shim/python" in script
-    assert "PATH=/cbuild/shim:/cbuild/runenv/bin:$PATH" in script
+    setup, level_part = script.split("ulimit -c 0", 1)
+    assert "pip --python /cbuild/runenv/bin/python install" in setup  # natively
+    assert lv.qemu_cpu in level_part and "unshare -Urm sh -c" in level_part
+    assert "mount -t binfmt_misc" in level_part and "/cbuild/shim/python" not in script
+    assert 'exec sh /cbuild/shim/body.sh "$@"' in level_part
+    assert "PATH=/cbuild/runenv/bin:$PATH" in level_part and level_part.rstrip().endswith('"$@"')
     subprocess.run(["sh", "-n", "-c", script], check=True)
 
 

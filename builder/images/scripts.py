@@ -21,7 +21,7 @@ from builder.images.paths import (
     SRC_DIR,
     TEST_ENV,
 )
-from builder.targets.cputest import python_shim_script
+from builder.targets.binfmt import RULES, UNAVAILABLE, launcher_source
 
 STEP_MARK = "::cbuild-step::"  # printed before each test step so a failure can be named
 STEPS_VERSION = 4  # part of every build key: bump when a script changes what it builds
@@ -114,6 +114,48 @@ def patch_failure(output: str) -> str | None:
     )
 
 
+def under_level(qemu_cpu: str, body: str) -> list[str]:
+    """Shell lines that run the script `body` (with "$@") with every process of it under QEMU
+    with the CPU model `qemu_cpu` (builder.targets.binfmt): a static-pie launcher built from
+    source, registered in a binfmt_misc private to a user and mount namespace. Where that cannot
+    be set up they print UNAVAILABLE and what failed, and exit 125: nothing runs natively."""
+    d = SHIM_DIR
+    # builtins only: after the rules are registered, every program runs through the launcher
+    fail = (
+        f"{{ a=; b=; while IFS= read -r l; do a=$b; b=$l; done < {d}/err;"
+        f' echo "{UNAVAILABLE} $1: $a $b"; exit 125; }}'
+    )
+    inner = "\n".join(
+        [
+            f"mount -t binfmt_misc cbuild {d}/binfmt 2> {d}/err"
+            f" || no 'mount -t binfmt_misc in a user namespace (Linux >= 6.7)'",
+            f'for rule in {d}/rule-*; do cat "$rule" > {d}/binfmt/register 2> {d}/err'
+            ' || no "binfmt_misc refused the rule in ${rule##*/}"; done',
+            # a first program through the launcher: QEMU starts in this container
+            f"/bin/true 2> {d}/err || no 'a program under the QEMU launcher did not start'",
+            f'exec sh {d}/body.sh "$@"',
+        ]
+    )
+    lines = [
+        "ulimit -c 0",  # QEMU would write a core file for every SIGILL
+        f"mkdir -p {d}/binfmt",
+        f"no() {fail}",
+        f"printf '%s' {shlex.quote(launcher_source(QEMU_PATH, qemu_cpu))} > {d}/launcher.c",
+        *(
+            f"printf '%s' {shlex.quote(r.register(f'{d}/launcher'))} > {d}/rule-{i}"
+            for i, r in enumerate(RULES)
+        ),
+        f"printf '%s' {shlex.quote(body)} > {d}/body.sh",
+        f": > {d}/err; command -v cc > /dev/null || no 'no C compiler (cc) in the image'",
+        f"cc -static-pie -O2 -o {d}/launcher {d}/launcher.c 2> {d}/err"
+        " || no 'cc -static-pie could not build the QEMU launcher'",
+        f"unshare -Urm true 2> {d}/err || no 'unshare -Urm (user and mount namespaces)'",
+        f"exec unshare -Urm sh -c {shlex.quote(f'no() {fail}' + chr(10) + inner)} cbuild-level"
+        ' "$@"',
+    ]
+    return lines
+
+
 def wheel_test_script(
     wheel_names: list[str],
     import_names: list[str],
@@ -124,9 +166,9 @@ def wheel_test_script(
     python_code: tuple[str, ...] = (),
     pre_commands: tuple[str, ...] = (),
 ) -> str:
-    """Fresh venv, install offline from the built wheel and fetched deps, then the tests,
-    each step marked so that a failure names its step. Under QEMU, `python` is a shim that
-    runs the venv's interpreter with exactly the level's CPU features."""
+    """Fresh venv, install offline from the built wheel and fetched deps (natively: pip under
+    QEMU is slow), then the tests, each step marked so that a failure names its step. With
+    `qemu_cpu`, every process of the tests runs under QEMU with exactly that CPU model."""
     wheels = [f"{IN_DIR}/{w}" for w in wheel_names]
     lines = [
         "set -e",
@@ -134,32 +176,29 @@ def wheel_test_script(
         f"python3 -m venv --without-pip {TEST_ENV}",
         f"{_pip(TEST_ENV)} install --no-index --find-links {RT_DEPS_DIR} -q"
         f" {_q(wheels)} {_q(test_requires)}",
-        f"mkdir -p {SHIM_DIR}",
     ]
-    if qemu_cpu:
-        shim = python_shim_script(QEMU_PATH, qemu_cpu, f"{TEST_ENV}/bin/python3")
-        lines += [
-            f"printf '%s' {shlex.quote(shim)} > {SHIM_DIR}/python",
-            f"chmod +x {SHIM_DIR}/python && ln -sf python {SHIM_DIR}/python3",
-        ]
-    lines += [f"export PATH={SHIM_DIR}:{TEST_ENV}/bin:$PATH", "cd /tmp"]
+    body = ["set -e", f"export PATH={TEST_ENV}/bin:$PATH", "cd /tmp"]
     for i, cmd in enumerate(pre_commands, 1):
-        lines += [f"echo {shlex.quote(f'{STEP_MARK} pre-test command {i}: {cmd}')}", cmd]
+        body += [f"echo {shlex.quote(f'{STEP_MARK} pre-test command {i}: {cmd}')}", cmd]
     for name in import_names:
-        lines += [
+        body += [
             f"echo {shlex.quote(f'{STEP_MARK} import {name}')}",
             f"python -c {shlex.quote(f'import {name}')}",
         ]
     # A recipe's Python test code runs after importing its modules (legacy PYTHON_TESTS).
     imports = "".join(f"import {name}; " for name in import_names)
     for i, code in enumerate(python_code, 1):
-        lines += [
+        body += [
             f"echo {shlex.quote(f'{STEP_MARK} python {i}: {code}')}",
             f"python -c {shlex.quote(imports + code)}",
         ]
     for i, cmd in enumerate(commands, 1):
-        lines += [f"echo {shlex.quote(f'{STEP_MARK} command {i}: {cmd}')}", cmd]
-    lines += [f"echo '{STEP_MARK} done'", ""]
+        body += [f"echo {shlex.quote(f'{STEP_MARK} command {i}: {cmd}')}", cmd]
+    body += [f"echo '{STEP_MARK} done'", ""]
+    if qemu_cpu:
+        lines += [f"echo '{STEP_MARK} level'", *under_level(qemu_cpu, "\n".join(body)), ""]
+    else:
+        lines += body[1:]
     return "\n".join(lines)
 
 

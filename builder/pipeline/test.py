@@ -11,7 +11,7 @@ from builder.images import scripts as steps
 from builder.images.paths import IN_DIR, QEMU_PATH, RT_DEPS_DIR
 from builder.pipeline.fetch import tail
 from builder.pipeline.model import RunContext, Status, TargetResult
-from builder.targets.cputest import CpuTestPlan, interpret, plan_here, qemu_binary
+from builder.targets.cputest import CpuTestPlan, interpret, plan_here, usable_qemu
 from builder.wheels import repair
 
 
@@ -19,7 +19,7 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
     """Test `r`'s wheel on its target's CPU level; `r` records the verdict."""
     t = r.target
     recipe = ctx.recipe.for_target(t)
-    qemu = qemu_binary()
+    qemu, _ = usable_qemu()
     plan: CpuTestPlan = plan_here(t.cpu_level)
     r.test_how = plan.reason
     if plan.mode == "none":
@@ -53,10 +53,13 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
     if verdict.status == "passed":
         r.status = Status.TESTED
         r.test_detail = (
-            "passed under QEMU, exactly " + t.cpu_level.name
+            f"passed under QEMU, exactly {t.cpu_level.name}, every process"
             if plan.mode == "qemu"
             else f"passed natively (host has {t.cpu_level.name} and more)"
         )
+    elif verdict.status == "not-run":  # the level could not be set up for every process
+        r.status = Status.NOT_TESTED
+        r.test_detail = f"{verdict.detail} (log: {r.test_log})"
     else:
         r.status = Status(verdict.status)
         r.test_detail = (

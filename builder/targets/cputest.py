@@ -2,18 +2,18 @@
 
 A wheel promises a CPU level. The only run that proves the promise is one on a CPU with exactly
 that level's features: QEMU user mode gives one (`qemu-x86_64-static -cpu qemu64,+avx,...`) for
-every level up to x86-64-v3. QEMU's TCG cannot execute AVX-512 under any CPU model, so an
+every level up to x86-64-v3, for every process of the test through a private binfmt_misc
+(builder.targets.binfmt). QEMU's TCG cannot execute AVX-512 under any CPU model, so an
 x86-64-v4 wheel can only run natively, on a host that has AVX-512, and a host always has more
 than the level (ADX, SHA, ...): a native pass proves less. Where neither works the test is not
 run, and says why; it is never reported as passed.
 
-Everything here but `qemu_binary` and `plan_here` is pure: the host's features and the presence
-of QEMU are arguments.
+Everything here but `qemu_binary`, `usable_qemu` and `plan_here` is pure: the host's features and
+the presence of QEMU are arguments.
 """
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import signal
 from dataclasses import dataclass
@@ -23,14 +23,18 @@ from typing import Literal
 
 import archspec.cpu
 
+from builder.targets.binfmt import ESCAPES, RULES, UNAVAILABLE
 from builder.targets.levels import QEMU_UNSUPPORTED, Level, host_features
 
 Mode = Literal["qemu", "native", "none"]
 Status = Literal["passed", "failed", "isa-leak", "not-run"]
 
 QEMU_NAMES = ("qemu-x86_64-static", "qemu-x86_64")
-# The names a Python shim takes in the directory put first on PATH.
-SHIM_NAMES = ("python", "python3")
+NO_QEMU = "QEMU (qemu-x86_64-static) is not available"
+SETUP_FIX = (
+    "run the test on Linux >= 6.7 with user namespaces allowed in the container "
+    "(binfmt_misc is private to a user namespace from 6.7 on)"
+)
 
 SIGILL_EXIT_CODES = frozenset({128 + signal.SIGILL, -signal.SIGILL})  # shell/engine, subprocess
 QEMU_SIGILL_MESSAGE = "uncaught target signal 4 (Illegal instruction)"  # qemu-user's own report
@@ -101,32 +105,32 @@ def _unemulable(level: Level) -> str:
     return _names(missing)
 
 
-def plan_cpu_test(level: Level, host_features: frozenset[str], qemu_available: bool) -> CpuTestPlan:
-    """Exact emulation when QEMU can do it; else a native run on a host that has the level;
-    else nothing, with the reason."""
-    if level.qemu_emulable and qemu_available:
-        return CpuTestPlan(
-            "qemu", level.qemu_cpu, f"under QEMU with exactly {level.name}'s features"
-        )
+def plan_cpu_test(
+    level: Level, host_features: frozenset[str], qemu_available: bool, no_qemu: str = NO_QEMU
+) -> CpuTestPlan:
+    """Exact emulation of every process when QEMU can emulate the level and is usable (else
+    nothing, with `no_qemu` as the reason: a native pass of an emulable level proves nothing
+    about it); a native run on a host that has a level QEMU cannot emulate; else nothing."""
+    if level.qemu_emulable:
+        if qemu_available:
+            return CpuTestPlan(
+                "qemu",
+                level.qemu_cpu,
+                f"under QEMU with exactly {level.name}'s features, every process of the test "
+                f"({ESCAPES})",
+            )
+        return CpuTestPlan("none", None, f"{no_qemu}: {level.name} code is tested only under it")
     lacking = level.features - host_features
     extra = (host_features & _isa_features()) - level.features
+    why = "QEMU cannot emulate " + _unemulable(level)
     if not lacking:
         more = f"and more ({_names(extra, _SHOWN_EXTRAS)})" if extra else "(and maybe more)"
-        why = (
-            "QEMU cannot emulate " + _unemulable(level)
-            if not level.qemu_emulable
-            else "QEMU (qemu-x86_64-static) is not available"
-        )
         return CpuTestPlan(
             "native",
             None,
             f"natively on this host, which has {level.name} {more}: a native run proves less "
             f"than the exact level; {why}",
         )
-    if not level.qemu_emulable:
-        why = f"QEMU cannot emulate {_unemulable(level)}"
-    else:
-        why = "QEMU (qemu-x86_64-static) is not available"
     return CpuTestPlan(
         "none",
         None,
@@ -149,7 +153,8 @@ def raw_host_features() -> frozenset[str]:
 
 def plan_here(level: Level) -> CpuTestPlan:
     """`plan_cpu_test` for this host and its QEMU."""
-    return plan_cpu_test(level, raw_host_features(), qemu_binary() is not None)
+    qemu, why = usable_qemu()
+    return plan_cpu_test(level, raw_host_features(), qemu is not None, why)
 
 
 def not_run(plan: CpuTestPlan) -> TestVerdict:
@@ -176,6 +181,13 @@ def interpret(exit_code: int, output: str, plan: CpuTestPlan, level: Level) -> T
     """
     if plan.mode == "none":
         raise ValueError(f"nothing was run to interpret: {plan.reason}")
+    if UNAVAILABLE in output:  # the script could not put the test's processes under QEMU
+        what = _line_with(output, UNAVAILABLE).split(UNAVAILABLE, 1)[1]
+        return TestVerdict(
+            "not-run",
+            f"not tested: could not run every process under QEMU: {' '.join(what.split())}; "
+            f"fix: {SETUP_FIX}",
+        )
     where = _where(plan, level)
     if GLIBC_ISA_MESSAGE in output:
         return TestVerdict(
@@ -219,17 +231,37 @@ def qemu_binary() -> Path | None:
     return None
 
 
-def python_shim_script(qemu_path_in_container: str, qemu_cpu: str, real_python: str) -> str:
-    """A `python` that runs `real_python` under QEMU with the CPU model `qemu_cpu`.
+def _is_dynamic(binary: Path) -> bool:
+    """Whether an ELF has a PT_INTERP program header (it needs ld.so and its libraries)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
 
-    Put a directory with this script as `python` and `python3` (see `SHIM_NAMES`) first on PATH,
-    ahead of any venv's bin/, so test commands that call `python` run under emulation.
-    `real_python` may be a venv's `bin/python`: QEMU keeps its path, so the venv is found.
-    Processes the tests start through `sys.executable` run natively, not under QEMU.
-    """
-    q = shlex.quote
-    return (
-        "#!/bin/sh\n"
-        "# cbuild: run Python under QEMU user mode with exactly the CPU level's features.\n"
-        f'exec {q(qemu_path_in_container)} -cpu {q(qemu_cpu)} {q(real_python)} "$@"\n'
-    )
+    try:
+        with binary.open("rb") as fh:
+            return any(s["p_type"] == "PT_INTERP" for s in ELFFile(fh).iter_segments())
+    except (OSError, ELFError):
+        return False
+
+
+def usable_qemu() -> tuple[Path | None, str]:
+    """QEMU that can run inside a container (static) and that no binfmt rule would send back to
+    the launcher, or None and why not."""
+    qemu = qemu_binary()
+    if qemu is None:
+        return None, f"{NO_QEMU}; fix: apt-get install qemu-user-static"
+    try:
+        with qemu.open("rb") as fh:
+            header = fh.read(128)
+    except OSError as exc:
+        return None, f"QEMU at {qemu} cannot be read ({exc.strerror})"
+    if _is_dynamic(qemu):
+        return None, (
+            f"QEMU at {qemu} is dynamically linked and cannot run inside the container; "
+            "fix: apt-get install qemu-user-static (the static build)"
+        )
+    if rule := next((r for r in RULES if r.matches(header)), None):
+        return None, (
+            f"QEMU at {qemu} matches the binfmt rule for {rule.what}, so it would start itself "
+            "again without end; fix: a static-pie QEMU (Debian's qemu-user-static is one)"
+        )
+    return qemu, ""

@@ -27,17 +27,17 @@ from builder.errors import ConfigError, EngineError
 from builder.images.paths import (
     QEMU_PATH,
     RUN_ENV,
-    SHIM_DIR,
     STORE_DIR,
     WHEELHOUSE_DIR,
     WITH_DIR,
 )
+from builder.images.scripts import under_level
 from builder.images.spec import ImageSpec
 from builder.manifest import Manifest, ManifestError, manifest_path
 from builder.progress import StepProgress
 from builder.providers import spec_for
 from builder.recipes import Recipe, load_recipe, recipe_path
-from builder.targets.cputest import python_shim_script, qemu_binary
+from builder.targets.cputest import usable_qemu
 from builder.targets.levels import Level, host_has, level
 from builder.targets.model import Target
 from builder.targets.model import resolve as resolve_targets
@@ -183,6 +183,7 @@ def image_for_target(
         notes.append(f"the rebuilt image's id differs from the recorded {image_id[:19]}")
     return built, notes
 
+
 # ---------------------------------------------------------------------------- wheelhouse
 
 
@@ -228,6 +229,7 @@ def find_in_wheelhouse(
             return max(found)[1], looked
     return None, looked
 
+
 # ---------------------------------------------------------------------------- the plan
 
 
@@ -263,29 +265,11 @@ def cpu_level(name: str) -> Level:
             fix=f"run without --cpu on a host that has {lv.name} (this one "
             f"{'does' if host_has(lv) else 'does not'})",
         )
-    qemu = qemu_binary()
+    qemu, why = usable_qemu()
     if qemu is None:
-        raise EngineError(
-            f"--cpu {lv.name} needs QEMU user mode, which is not installed",
-            fix="apt-get install qemu-user-static",
-        )
-    if _is_dynamic(qemu):
-        raise EngineError(
-            f"--cpu {lv.name}: {qemu} is dynamically linked and cannot run inside the container",
-            fix="apt-get install qemu-user-static (the static build)",
-        )
+        what, _, fix = why.partition("; fix: ")
+        raise EngineError(f"--cpu {lv.name} needs a static QEMU user mode: {what}", fix=fix)
     return lv
-
-
-def _is_dynamic(binary: Path) -> bool:
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        with binary.open("rb") as fh:
-            return any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(fh).iter_segments())
-    except (OSError, ELFError):
-        return False
 
 
 def plan_run(
@@ -365,7 +349,7 @@ def plan_run(
     mounts.append(Mount(store.resolve(), STORE_DIR))
     find_links.append(STORE_DIR)
     if emulated is not None:
-        mounts.append(Mount(qemu_binary(), QEMU_PATH))
+        mounts.append(Mount(usable_qemu()[0], QEMU_PATH))
     return RunPlan(
         target,
         image,
@@ -392,6 +376,7 @@ def _image_note(wheel: Path, target_hash: str, image: str) -> list[str]:
         ]
     return []
 
+
 # ---------------------------------------------------------------------------- scripts
 
 
@@ -416,21 +401,11 @@ def run_script(plan: RunPlan, extra_find_links: tuple[str, ...] = ()) -> str:
     lines = [
         "{ " + " && ".join(setup) + f"; }} > {SETUP_LOG} 2>&1 || "
         f"{{ echo {SETUP_FAILED}; cat {SETUP_LOG}; exit 125; }}",
-        f"mkdir -p {SHIM_DIR}",
     ]
-    if plan.qemu_cpu:
-        shim = python_shim_script(QEMU_PATH, plan.qemu_cpu, f"{RUN_ENV}/bin/python3")
-        lines += [
-            f"printf '%s' {shlex.quote(shim)} > {SHIM_DIR}/python",
-            f"chmod +x {SHIM_DIR}/python && ln -sf python {SHIM_DIR}/python3",
-        ]
-    lines += [
-        f"export VIRTUAL_ENV={RUN_ENV} PATH={SHIM_DIR}:{RUN_ENV}/bin:$PATH",
-        "cd /tmp",
-        '"$@"',
-        "",
-    ]
-    return "\n".join(lines)
+    body = [f"export VIRTUAL_ENV={RUN_ENV} PATH={RUN_ENV}/bin:$PATH", "cd /tmp", '"$@"', ""]
+    if plan.qemu_cpu:  # every process of the command under QEMU, the setup natively
+        return "\n".join([*lines, *under_level(plan.qemu_cpu, "\n".join(body)), ""])
+    return "\n".join([*lines, *body])
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from builder.targets.cputest import (
     SIGILL_EXIT_CODES,
     CpuTestPlan,
     interpret,
+    plan_cpu_test,
 )
 from builder.targets.levels import Level, host_has
 from builder.workflows.reproduce import SETUP_FAILED, RunPlan, run_script
@@ -155,7 +156,7 @@ def exit_message(res: RunResult, plan: RunPlan) -> str | None:
         return None
     if plan.cpu is not None:
         verdict = interpret(code, res.output, _qemu_plan(plan.cpu), plan.cpu)
-        if verdict.status == "isa-leak":
+        if verdict.status in ("isa-leak", "not-run"):  # not-run: QEMU could not be set up
             return verdict.detail
     where = "this host's CPU"
     if code in SIGILL_EXIT_CODES or QEMU_SIGILL_MESSAGE in res.output:
@@ -176,7 +177,7 @@ def exit_message(res: RunResult, plan: RunPlan) -> str | None:
 
 
 def _qemu_plan(lv: Level) -> CpuTestPlan:
-    return CpuTestPlan("qemu", lv.qemu_cpu, f"under QEMU with exactly {lv.name}'s features")
+    return plan_cpu_test(lv, frozenset(), qemu_available=True)
 
 
 def _run_folder(cache: Path) -> Path:
