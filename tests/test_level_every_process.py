@@ -100,3 +100,41 @@ def test_importing_alone_passes_and_says_every_process(engine, cache, tmp_path) 
     r = report.results[0]
     assert r.status == "tested", r.test_detail
     assert "every process" in r.test_how and "every process" in r.test_detail
+
+
+@pytest.mark.parametrize(
+    "broken,what",
+    [
+        ("unshare", "unshare -Urm (user and mount namespaces): unshare: Operation not permitted"),
+        ("cc", "cc -static-pie could not build the QEMU launcher: cc: Operation not permitted"),
+    ],
+)
+def test_setup_refused_is_not_tested_with_why(engine, tmp_path, broken: str, what: str) -> None:
+    """Where the engine refuses what the private binfmt_misc needs (here a stand-in that fails
+    as a seccomp refusal does), the level is not tested, with the reason: never run natively."""
+    from builder.engines.base import Mount, RunSpec
+    from builder.images.paths import QEMU_PATH
+    from builder.images.scripts import under_level
+    from builder.providers import spec_for
+    from builder.targets.cputest import interpret, usable_qemu
+
+    target = resolve([TARGET])[0]
+    image = engine.build_image(spec_for(target), lambda *a: None)
+    fake = f"printf '#!/bin/sh\\necho \"{broken}: Operation not permitted\" >&2; exit 1\\n'"
+    script = "\n".join(
+        [
+            f"mkdir -p /tmp/fake && {fake} > /tmp/fake/{broken} && chmod +x /tmp/fake/{broken}",
+            "export PATH=/tmp/fake:$PATH",
+            *under_level(target.cpu_level.qemu_cpu, "echo RAN-NATIVELY\n"),
+        ]
+    )
+    res = engine.run(
+        RunSpec(image, ["sh", "-c", script], (Mount(usable_qemu()[0], QEMU_PATH),)),
+        tmp_path / "log",
+    )
+    assert res.exit_code == 125 and "RAN-NATIVELY" not in res.output, res.output
+    plan = plan_here(target.cpu_level)
+    verdict = interpret(res.exit_code, res.output, plan, target.cpu_level)
+    assert verdict.status == "not-run", verdict.detail
+    assert verdict.detail.startswith(f"not tested: could not run every process under QEMU: {what}")
+    assert "Linux >= 6.7" in verdict.detail
