@@ -29,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError
 from builder.manifest import manifest_path
+from builder.wheels.members import REFUSE_FIX, escaping_member
 from builder.wheels.repair import (
     _COMPRESSLEVEL,
     RepairResult,
@@ -293,6 +294,9 @@ def edit_wheel(
     except (zipfile.BadZipFile, OSError) as exc:
         raise WheelEditError(f"{src}: not a readable wheel ({exc})") from exc
     with zin:
+        why = escaping_member(zin)
+        if why:
+            raise WheelEditError(f"{src.name}: {why}; refusing to edit it", fix=REFUSE_FIX)
         members = _members(zin)
         try:
             info = _dist_info_dir(members)

@@ -8,13 +8,10 @@ facts and a static scan of the x86 instruction-set extensions its code contains 
 
 from __future__ import annotations
 
-import re
-import shutil
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -23,16 +20,9 @@ from packaging.version import InvalidVersion, Version
 from builder.errors import CbuildError
 from builder.manifest import Manifest, ManifestError
 from builder.targets.model import Stack, load_stack
-from builder.wheelhouse import placement
-from builder.wheels import repair
-from builder.wheels.isascan import (
-    ELF_MAGIC,
-    ElfIsa,
-    ElfScanError,
-    level_chain,
-    level_index,
-    scan_stream,
-)
+from builder.wheelhouse import layout, placement
+from builder.wheels import members, repair
+from builder.wheels.isascan import ElfIsa, level_index, scan_members
 
 DEFAULT_STACK = "gentoo2023"
 CONTAINS_NOTE = (
@@ -48,7 +38,6 @@ _SITE_PLATFORM = "linux_x86_64"
 _NEEDS_REPAIR = frozenset(
     {"pure-tag-with-elf", "not-site-platform", "no-local-label", "nvidia-requirement"}
 )
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class WheelInspectError(CbuildError):
@@ -207,20 +196,11 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
             f"{path.name} is not a wheel: not a zip archive ({exc})",
             fix="a wheel is a zip file; download or build it again",
         ) from exc
-    for info in zf.infolist():
-        if _escapes(info.filename):
-            zf.close()
-            raise WheelInspectError(
-                f"{path.name}: member {info.filename!r} escapes the wheel's root "
-                "(absolute or '..' path); refusing to read it",
-                fix="do not install this file; rebuild the wheel with a standard backend",
-            )
+    why = members.escaping_member(zf)
+    if why:
+        zf.close()
+        raise WheelInspectError(f"{path.name}: {why}; refusing to read it", fix=members.REFUSE_FIX)
     return zf
-
-
-def _escapes(name: str) -> bool:
-    norm = name.replace("\\", "/")
-    return norm.startswith("/") or bool(_DRIVE.match(norm)) or ".." in PurePosixPath(norm).parts
 
 
 def _headers(zf: zipfile.ZipFile, member: str) -> list[tuple[str, str]]:
@@ -234,22 +214,6 @@ def _read_manifest(path: Path) -> tuple[Manifest | None, str | None]:
         return Manifest.beside(path), None
     except ManifestError as exc:
         return None, exc.message
-
-
-def _scan_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, tmp: Path) -> ElfEntry:
-    # A temporary file, not memory: extension modules reach hundreds of MB (torch), and
-    # pyelftools wants a seekable stream.
-    dest = tmp / "member"
-    with zf.open(info) as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
-    try:
-        with open(dest, "rb") as f:
-            isa = scan_stream(f, info.filename)
-        return ElfEntry(info.filename, info.file_size, isa)
-    except ElfScanError as exc:
-        return ElfEntry(info.filename, info.file_size, None, exc.message)
-    finally:
-        dest.unlink(missing_ok=True)
 
 
 def inspect_wheel(path: Path | str, stack: str = DEFAULT_STACK) -> WheelReport:
@@ -304,13 +268,8 @@ def inspect_wheel(path: Path | str, stack: str = DEFAULT_STACK) -> WheelReport:
                 flag("no-metadata", f"{info_dir}/METADATA is missing")
 
         shared = sorted(n for n in members if repair._is_shared_lib(n))
-        elfs: list[ElfEntry] = []
-        with tempfile.TemporaryDirectory(prefix="cbuild-inspect-") as tmp:
-            for _, info in sorted(members.items()):
-                with zf.open(info) as f:
-                    if f.read(4) != ELF_MAGIC:
-                        continue
-                elfs.append(_scan_member(zf, info, Path(tmp)))
+        wheel_isa = scan_members(zf)
+        elfs = [ElfEntry(m.member, m.size, m.isa, m.error) for m in wheel_isa.members]
         elf_names = {e.member for e in elfs}
         for n in shared:
             if n not in elf_names:
@@ -383,7 +342,7 @@ def inspect_wheel(path: Path | str, stack: str = DEFAULT_STACK) -> WheelReport:
                 f"needs only {e.isa.isa_needed}: dispatched at run time, or mis-noted",
             )
 
-    highest, above, outside = _combine([e.isa for e in elfs if e.isa and e.isa.scanned])
+    highest, above, outside = wheel_isa.highest_level, wheel_isa.above, wheel_isa.outside_levels
     manifest, manifest_error = _read_manifest(path)
     return WheelReport(
         path=str(path),
@@ -421,17 +380,6 @@ def _norm(v: str) -> str:
 def _removed(requirement: str) -> bool:
     name = repair._requirement_name(requirement)
     return bool(name) and any(fnmatchcase(name, p) for p in REMOVED_REQUIREMENTS)
-
-
-def _combine(isas: list[ElfIsa]) -> tuple[str | None, dict[str, int], dict[str, int]]:
-    chain = level_chain()
-    levels = [level_index(i.highest_level) for i in isas if i.highest_level]
-    above = {lv: sum(i.above.get(lv, 0) for i in isas) for lv in chain}
-    outside: dict[str, int] = {}
-    for i in isas:
-        for k, v in i.outside_levels.items():
-            outside[k] = outside.get(k, 0) + v
-    return (chain[max(levels)] if levels else None), above, outside
 
 
 # ---------------------------------------------------------------------------- placement
@@ -491,7 +439,7 @@ def explain_placement(
             "folder promises them; they must be dispatched at run time"
         )
 
-    index = placement.scan(wheelhouse, st)
+    index = layout.scan(wheelhouse, st)
     # Explaining a wheel that is already in the wheelhouse: it is not its own competitor.
     here = _folder_in(wheel, wheelhouse, index)
     if here is not None:
@@ -530,10 +478,10 @@ def _infer_level(report: WheelReport, st: Stack, reasons: list[str]) -> tuple[st
     source = "static scan"
     if report.is_pure:
         reasons.append("no manifest; no compiled code and an 'any' platform tag: pure Python")
-        return placement.GENERIC, source
+        return layout.GENERIC, source
     if report.highest_level is None:
         reasons.append("no manifest; no x86 code to scan: placed as a baseline build")
-        return placement.GENERIC, source
+        return layout.GENERIC, source
     base = st.baseline_level
     highest = report.highest_level
     static = (
@@ -546,7 +494,7 @@ def _infer_level(report: WheelReport, st: Stack, reasons: list[str]) -> tuple[st
             f"has (highest: {highest}, 0 instructions above {base}): a baseline build, "
             f"{static}"
         )
-        return placement.GENERIC, source
+        return layout.GENERIC, source
     n = report.above.get(base, 0)
     reasons.append(
         f"no manifest; contains {highest} instructions ({n:,} above the {base} baseline): "

@@ -26,6 +26,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import BuildError
+from builder.wheels.members import REFUSE_FIX, escaping_member
 
 # 1980-01-01: the earliest time a zip entry can carry.
 _ZIP_EPOCH = 315532800
@@ -329,6 +330,9 @@ def repair_wheel(
     changes: list[str] = []
 
     with zipfile.ZipFile(src) as zin:
+        why = escaping_member(zin)
+        if why:
+            raise RepairError(f"{src.name}: {why}; refusing to repair it", fix=REFUSE_FIX)
         members = _members(zin)
         info = _dist_info_dir(members)
         info_stem = info.removesuffix(".dist-info")
