@@ -117,7 +117,10 @@ def test_each_variable_converts_to_its_field(tmp_path: Path, text: str, expected
         ("patch_it() {\n  true\n}", "shell control flow"),
         ("rm -rf build", "arbitrary shell at the top level"),
         ("make || true", "shell logic (| or ||)"),
-        ("FOO=bar", "not a variable build_wheel.sh reads"),
+        ("PACKAGE=other", "PACKAGE= changes what build_wheel.sh builds"),
+        ("RECURSIVE=0", "RECURSIVE= decides whether build_wheel.sh builds the dependencies"),
+        ("CUDA_VISIBLE_DEVICES=0", "the build node may have exported it"),
+        ('MODULE_BUILD_DEPS=="gcc fftw"', "'=gcc' is not a module name"),
         ('PYTHON_TESTS="x.run()"\nTEST_COMMAND="pytest"', "never ran: TEST_COMMAND replaces"),
     ],
 )
@@ -261,6 +264,68 @@ def test_a_later_unconditional_assignment_replaces_an_earlier_conditional_one(
     data, skipped = conv(tmp_path, text)
     assert skipped == [] and data == {"package": {"name": "pkg"}, "build": {"requires": ["y"]},
                                       "test": {"requires": ["y"]}}  # fmt: skip
+
+
+def test_variables_build_wheel_sh_never_reads_are_noted_not_omitted(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    path = tmp_path / "config/pkg.sh"
+    path.write_text('PATCHE="x.patch"\nPACKAGE="pkg"\nFOO=bar\nPYTHON_DEPS="$FOO"\n')
+    data, c = convert(path, LEGACY / "patches")
+    assert c.skipped == []  # PACKAGE= its own name changes nothing; FOO is used
+    assert [(n.line, n.reason) for n in c.notes] == [
+        (1, "build_wheel.sh never reads PATCHE (a misspelt PATCHES?): it had no effect")
+    ]
+    assert data["build"]["requires"] == ["bar"]
+
+
+def test_the_wheel_edit_idiom_finds_its_wheel_again(tmp_path: Path) -> None:
+    text = (
+        "POST_BUILD_COMMANDS='$SCRIPT_DIR/manipulate_wheels.py --inplace --force --remove_req "
+        "cmake -w $WHEEL_NAME && WHEEL_NAME=$(ls *.whl)'\n"
+    )
+    data, skipped = conv(tmp_path, text)
+    assert skipped == [] and data["wheel"] == {"remove_requires": ["cmake"]}
+
+
+def test_download_exports_start_the_build_shell(tmp_path: Path) -> None:
+    text = (
+        "PRE_DOWNLOAD_COMMANDS='export CC=mpicc; export X=$EBROOTFFTW/lib'\n"
+        "if [[ $VERSION == 1.0 ]]; then\n  PRE_BUILD_COMMANDS='sed -i s/a/b/ setup.py'\nfi\n"
+        'PYTHON_DEPS="-U meson-python"\n'
+    )
+    data, skipped = conv(tmp_path, text)
+    assert skipped == []
+    assert data["build"]["env"] == {"CC": "mpicc"}
+    assert data["build"]["pre_build"] == ["export X=$EBROOTFFTW/lib"]
+    # The version's table replaces pre_build whole, so it repeats the download's exports.
+    assert data["versions"]["==1.0"]["build"]["pre_build"] == [
+        "export X=$EBROOTFFTW/lib\nsed -i s/a/b/ setup.py"
+    ]
+    assert data["build"]["requires"] == ["meson-python"]  # -U: the environment is fresh
+
+
+@pytest.mark.parametrize(
+    ("arg", "git", "rev"),
+    [
+        ("https://github.com/o/r/archive/refs/tags/v${VERSION:?version required}.tar.gz",
+         "https://github.com/o/r", "v{version}"),
+        ("https://github.com/o/r/archive/${VERSION}.zip", "https://github.com/o/r", "{version}"),
+        ("git+https://github.com/o/r.git@v${VERSION}#egg=r", "https://github.com/o/r.git",
+         "v{version}"),
+    ],
+)  # fmt: skip
+def test_git_revisions_as_download_arguments_become_git_sources(
+    tmp_path: Path, arg: str, git: str, rev: str
+) -> None:
+    data, skipped = conv(tmp_path, f'PACKAGE_DOWNLOAD_ARGUMENT="{arg}"\n')
+    assert skipped == [] and data["source"] == {"git": git, "rev": rev}
+
+
+def test_a_branch_archive_is_reported(tmp_path: Path) -> None:
+    _, skipped = conv(
+        tmp_path, "PACKAGE_DOWNLOAD_ARGUMENT=https://github.com/o/r/archive/master.zip"
+    )
+    assert skipped == [(1, skipped[0][1])] and "a branch moves" in skipped[0][1]
 
 
 def test_package_name_and_version_from_the_file_name() -> None:

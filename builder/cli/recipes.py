@@ -178,6 +178,8 @@ def import_legacy_cmd(
             for s in r.skipped:
                 print(f"    {f'line {s.line}' if s.line else 'file'}: {s.text}")
                 print(f"        not converted: {s.reason}")
+            for s in r.notes:
+                print(f"    line {s.line}: {s.text}\n        note: {s.reason}")
             for e in r.errors:
                 print_error(e, None)
         whole = sum(r.whole for r in results)

@@ -3,6 +3,7 @@ variable converted by its handler, what does not convert reported with its line.
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from pathlib import Path
@@ -22,7 +23,7 @@ from builder.recipes.legacy.expand import (
     _Scope,
 )
 from builder.recipes.legacy.shell import Statement, Word, _block_closer, _keywords_apart, statements
-from builder.recipes.legacy.variables import LEGACY_VARIABLES, Skipped, Unconvertible
+from builder.recipes.legacy.variables import LEGACY_ENV, LEGACY_VARIABLES, Skipped, Unconvertible
 
 
 class _Converter:
@@ -32,6 +33,7 @@ class _Converter:
         self.patches_dir = patches_dir
         self.exp = _Expander(package)
         self.skipped: list[Skipped] = []
+        self.notes: list[Skipped] = []  # what had no effect in the legacy build either
         self.tables: dict[tuple[tuple[str, str], ...], dict[str, dict[str, Any]]] = {}
         self.patch_files: dict[str, Path] = {}
         self.scopes: list[_Scope] = []  # in file order, so tables come out in file order
@@ -221,14 +223,51 @@ class _Converter:
             if handler is None:
                 if name in LEGACY_VARIABLES:
                     raise AssertionError(name)  # every legacy variable has a handler
-                if scope.lookup(name) and self._used_elsewhere(name):
-                    continue  # a helper variable, expanded where it is used
-                self.skip(line, text, "not a variable build_wheel.sh reads")
+                self.unread(name, text, line, scope)
                 continue
             try:
                 handler(scope, atoms, value, line)
             except Unconvertible as exc:
                 self.skip(line, text, str(exc))
+
+    def unread(self, name: str, text: str, line: int, scope: _Scope) -> None:
+        """A variable that is not one of build_wheel.sh's config variables."""
+        b = scope.lookup(name)
+        try:
+            same = b is not None and self.exp.expand(b.value, scope, "plain") == self.package
+        except Unconvertible:
+            same = False
+        if name == "PACKAGE" and same:
+            pass  # the name it already has (the config's file name)
+        elif name in ("PACKAGE", "VERSION"):
+            self.skip(
+                line,
+                text,
+                f"{name}= changes what build_wheel.sh builds after reading the config (wheel "
+                "name, download, import test); a recipe is named by its package and version",
+            )
+        elif name == "RECURSIVE":
+            self.skip(
+                line,
+                text,
+                "RECURSIVE= decides whether build_wheel.sh builds the dependencies it "
+                "downloads; in cbuild the run decides that",
+            )
+        elif scope.lookup(name) and self._used_elsewhere(name):
+            pass  # a helper variable, expanded where it is used
+        elif LEGACY_ENV.fullmatch(name) or name.startswith(("CUDA", "OMP_", "MKL_")):
+            self.skip(
+                line,
+                text,
+                f"{name} is not a config variable, but the build node may have exported it, "
+                "so that this assignment reached the build",
+            )
+        else:
+            close = difflib.get_close_matches(name, LEGACY_VARIABLES, n=1)
+            hint = f" (a misspelt {close[0]}?)" if close else ""
+            self.notes.append(
+                Skipped(line, text, f"build_wheel.sh never reads {name}{hint}: it had no effect")
+            )
 
     def _used_elsewhere(self, name: str) -> bool:
         return bool(re.search(rf"\${{?{name}\b", self.text))
@@ -279,13 +318,21 @@ class _Converter:
         if reqs:  # "" only turns off build_wheel.sh's defaults; cbuild has none
             self.v_python_deps(scope, atoms, Word((("lit", " ".join(reqs)),), ""), line)
 
+    def modules(self, value: Word, scope: _Scope) -> list[str]:
+        mods = self.words(value, scope)
+        for m in mods:
+            if not re.fullmatch(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*", m):
+                # `X=="a b"` assigns `="a b"`: `module load` got `=a`, which is no module.
+                raise Unconvertible(f"{m!r} is not a module name (module load fails on it)")
+        return mods
+
     def v_module_build_deps(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
-        self.set(atoms, "system", "modules", self.words(value, scope))
+        self.set(atoms, "system", "modules", self.modules(value, scope))
 
     v_module_build_deps_default = v_module_build_deps
 
     def v_module_runtime_deps(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
-        self.set(atoms, "system", "runtime_modules", self.words(value, scope))
+        self.set(atoms, "system", "runtime_modules", self.modules(value, scope))
 
     def v_pre_download_commands(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
         self._download_exports(scope)  # raises unless it only exports
@@ -400,6 +447,8 @@ class _Converter:
     def wheel_edits(self, text: str, atoms: Any) -> None:
         """manipulate_wheels.py calls -> [wheel] edits; anything else in the text stops it."""
         calls = [c.strip() for c in re.split(r"&&|;|\n", text) if c.strip()]
+        # The idiom finds the edited wheel again; cbuild follows its wheel itself.
+        calls = [c for c in calls if c != "WHEEL_NAME=$(ls *.whl)"]
         edits: dict[str, list[str]] = {}
         for call in calls:
             try:

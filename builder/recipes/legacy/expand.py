@@ -159,9 +159,9 @@ class _Expander:
 
     def _value(self, name: str, raw: str, scope: _Scope, mode: str, shadow: Shadow) -> str | None:
         """A variable's value when the config is read; None: unset."""
-        if name == "PACKAGE":
-            return self.package
         binding = shadow[name] if name in shadow else scope.lookup(name)
+        if name == "PACKAGE" and binding is None:
+            return self.package
         if binding is not None:
             return self.expand(binding.value, scope, mode, {**shadow, name: binding.prev})
         if name in ("PACKAGE_FOLDER_NAME", "PACKAGE_DOWNLOAD_NAME", "PYTHON_IMPORT_NAME"):

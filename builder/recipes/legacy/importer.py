@@ -26,6 +26,7 @@ class LegacyResult:
     recipe: Path | None = None
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # the written recipe failed its check
+    notes: list[Skipped] = field(default_factory=list)  # left out, but without effect in bash
     data: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -39,6 +40,7 @@ class LegacyResult:
             "whole": self.whole,
             "not_converted": [s.__dict__ for s in self.skipped],
             "errors": self.errors,
+            "notes": [s.__dict__ for s in self.notes],
         }
 
 
@@ -134,7 +136,7 @@ def import_configs(
             pdir = patches_dir or config.resolve().parent.parent / PATCHES_DIR
             data, conv = convert(config, pdir, () if version else versions)
             _merge(merged, data)
-            res = LegacyResult(config, name, skipped=conv.skipped, data=data)
+            res = LegacyResult(config, name, skipped=conv.skipped, data=data, notes=conv.notes)
             for n, src in conv.patch_files.items():
                 (out_dir / PATCHES_DIR).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, out_dir / PATCHES_DIR / n)
