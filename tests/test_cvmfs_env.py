@@ -144,9 +144,10 @@ def test_failure_of_the_stack_itself() -> None:
 
 # --- binds and revision -----------------------------------------------------------------------
 def test_binds_golden() -> None:
-    assert cv.binds(S) == (Mount(Path("/cvmfs"), "/cvmfs", read_only=True),)
-    assert cv.binds(S, Path("/tmp/mini")) == (Mount(Path("/tmp/mini"), "/cvmfs", True),)
-    assert cv.volume_mode(S) == "ro,rslave"
+    assert cv.binds(S) == (Mount(Path("/cvmfs"), "/cvmfs", True, "rslave"),)
+    assert cv.binds(S, Path("/tmp/mini")) == (Mount(Path("/tmp/mini"), "/cvmfs", True, "rslave"),)
+    assert [m.mode for m in cv.binds(S)] == ["ro,rslave"]  # the Docker API's bind mode
+    assert Mount(Path("/x"), "/y").mode == "ro" and Mount(Path("/x"), "/y", False).mode == "rw"
 
 
 def test_available_and_revision(tmp_path: Path) -> None:

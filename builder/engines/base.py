@@ -15,6 +15,14 @@ class Mount:
     host: Path
     container: str
     read_only: bool = True
+    # Bind propagation ("rslave": mounts the host makes later, autofs's, appear inside).
+    # Docker/Podman take it in the bind's mode; Apptainer propagates the host's by itself.
+    propagation: str = ""
+
+    @property
+    def mode(self) -> str:
+        """The Docker API's bind mode: `ro`/`rw`, then the propagation (`ro,rslave`)."""
+        return ",".join(filter(None, ("ro" if self.read_only else "rw", self.propagation)))
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ class DockerEngine:
         for k, v in spec.env.items():
             argv += ["-e", f"{k}={v}"]
         for m in spec.mounts:
-            argv += ["-v", f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}"]
+            argv += ["-v", f"{m.host}:{m.container}:{m.mode}"]
         return [*argv, spec.image, *spec.command]
 
     def url(self) -> str | None:
@@ -240,10 +240,7 @@ class DockerEngine:
         with log.open("a", encoding="utf-8") as fh:
             fh.write(f"$ {' '.join(spec.command)}\n")
         start = log.stat().st_size
-        volumes = {
-            str(m.host): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
-            for m in spec.mounts
-        }
+        volumes = {str(m.host): {"bind": m.container, "mode": m.mode} for m in spec.mounts}
         volumes[str(log.resolve())] = {"bind": LOG_PATH, "mode": "rw"}
         container = self.client.containers.create(
             spec.image,

@@ -217,15 +217,11 @@ def failure(output: str, target: TargetLike, s: CvmfsSettings) -> ConfigError | 
 
 # --- binds and revision ----------------------------------------------------------------------
 def binds(s: CvmfsSettings, host_mount: Path | None = None) -> tuple[Mount, ...]:
-    """`mount` read-only (the test's stand-in folder bound there instead). Engines must add
-    `mount_propagation` (Docker/Podman: `-v /cvmfs:/cvmfs:ro,rslave`); Apptainer binds with
+    """`mount` read-only with `mount_propagation` (the test's stand-in folder bound there
+    instead): Docker/Podman get `-v /cvmfs:/cvmfs:ro,rslave`; Apptainer binds with
     `--bind /cvmfs` and propagates the host's later mounts by itself (`mount slave = yes`)."""
-    return (Mount(host=host_mount or Path(s.mount), container=s.mount, read_only=True),)
-
-
-def volume_mode(s: CvmfsSettings) -> str:
-    """The Docker API's bind mode for the stack (`volumes={host: {"bind": .., "mode": ..}}`)."""
-    return f"ro,{s.mount_propagation}" if s.mount_propagation else "ro"
+    host = host_mount or Path(s.mount)
+    return (Mount(host, s.mount, read_only=True, propagation=s.mount_propagation),)
 
 
 def available(s: CvmfsSettings, host_mount: Path | None = None) -> bool:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from builder.engines.base import Mount
-from builder.images.paths import DEPS_DIR, OUT_DIR, SRC_DIR
-from builder.images.spec import BaseImage, ImageSpec
-from builder.providers.base import PythonSource
+from builder.errors import CbuildError
+from builder.images.spec import ImageSpec
+from builder.providers.base import PythonSource, target_image
 from builder.targets.model import Stack, Target
 
 
@@ -22,35 +22,21 @@ class StandaloneProvider:
         return stack.providers[self.name]
 
     def image_spec(self, target: Target, extra_packages: tuple[str, ...] = ()) -> ImageSpec:
-        prov = self.settings(target.stack)
-        env = {
-            **target.compiler_flags(),
-            "CBUILD_TARGET": target.id,
-            "CBUILD_CPU_LEVEL": target.cpu_level.name,
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "LC_ALL": "C.UTF-8",
-        }
-        labels = {
-            "org.cbuild.target": target.id,
-            "org.cbuild.stack": target.stack.name,
-            "org.cbuild.provider": self.name,
-            "org.cbuild.python": target.python,
-        }
-        packages = prov["apt_packages"]
-        return ImageSpec(
-            name=target.id,
-            base=BaseImage(prov["base_image"], prov["distribution"], prov["suite"]),
-            packages=(*packages, *sorted(set(extra_packages) - set(packages))),
-            env=tuple(sorted(env.items())),
-            labels=tuple(sorted(labels.items())),
-            steps=(f"mkdir -p {SRC_DIR} {DEPS_DIR} {OUT_DIR}",),
-        )
+        return target_image(self.name, target, self.settings(target.stack), extra_packages)
 
     def binds(self, target: Target) -> tuple[Mount, ...]:
         return ()
 
     def environment(self, target: Target) -> dict[str, str]:
+        return {}
+
+    def step_command(self, target: Target, script: str, modules: tuple[str, ...] = ()) -> list[str]:
+        return ["sh", "-c", script]  # no modules: the image has the toolchain
+
+    def failure(self, target: Target, output: str) -> CbuildError | None:
+        return None
+
+    def provenance(self, target: Target, modules: tuple[str, ...] = ()) -> dict[str, Any]:
         return {}
 
     def pythons(self, stack: Stack) -> tuple[PythonSource, ...]:
