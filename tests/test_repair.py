@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from builder.wheels.contents import import_names
 from builder.wheels.repair import (
     RepairError,
     local_version,
     repair_wheel,
     requires_dist,
-    top_level_modules,
     wheel_content_digest,
     wheel_sha256,
 )
@@ -262,7 +262,7 @@ def test_pure_wheel_stays_pure(tmp_path: Path) -> None:
     assert result.path.name == "six-1.16.0+cc-py2.py3-none-any.whl"
     assert result.is_pure and not result.has_shared_libs
     assert result.tags == ("py2-none-any", "py3-none-any")
-    assert top_level_modules(result.path) == ["six"]
+    assert import_names(result.path).names == ("six",)
 
 
 def test_dotted_name_and_data_dir_keep_their_spelling(tmp_path: Path) -> None:
@@ -278,10 +278,10 @@ def test_dotted_name_and_data_dir_keep_their_spelling(tmp_path: Path) -> None:
     names = set(read(result.path))
     assert "ruamel.yaml.clib-0.2.8+cc.data/scripts/tool" in names
     assert "ruamel.yaml.clib-0.2.8+cc.dist-info/METADATA" in names
-    assert top_level_modules(result.path) == ["ruamel"]
+    assert import_names(result.path).names == ("_ruamel_yaml", "ruamel.yaml.clib")
 
 
-def test_top_level_modules(tmp_path: Path) -> None:
+def test_import_names(tmp_path: Path) -> None:
     files = {
         "pkg/__init__.py": b"",
         "mod.py": b"",
@@ -290,8 +290,9 @@ def test_top_level_modules(tmp_path: Path) -> None:
         "tool-1.0.data/purelib/extra/__init__.py": b"",
     }
     src = make_wheel(tmp_path, dist="tool", version="1.0", files=files, requires=())
-    assert top_level_modules(src) == ["extra", "mod", "pkg"]
+    # the private extension module is compiled code of the wheel: imported too
+    assert import_names(src).names == ("_private", "extra", "mod", "pkg")
     (tmp_path / "p").mkdir()
     only_private = {"_cffi_backend.cpython-311-x86_64-linux-gnu.so": b""}
     src = make_wheel(tmp_path / "p", dist="cffi", version="1.0", files=only_private)
-    assert top_level_modules(src) == ["_cffi_backend"]
+    assert import_names(src).names == ("_cffi_backend",)

@@ -12,13 +12,26 @@ from builder.images.paths import IN_DIR, QEMU_PATH, RT_DEPS_DIR
 from builder.pipeline.fetch import tail
 from builder.pipeline.model import RunContext, Status, TargetResult
 from builder.targets.cputest import CpuTestPlan, interpret, plan_here, usable_qemu
-from builder.wheels import repair
+from builder.wheels import contents
 
 
 def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
     """Test `r`'s wheel on its target's CPU level; `r` records the verdict."""
     t = r.target
     recipe = ctx.recipe.for_target(t)
+    imports, note = recipe.import_names, None
+    if imports is None:  # what the wheel holds (builder.wheels.contents)
+        found = contents.import_names(r.wheel)
+        imports, note = list(found.names), found.disagreement
+        if not imports:
+            r.status = Status.FAILED
+            r.test_detail = (
+                f"{r.wheel.name} holds no importable module or package, so the import test "
+                "has nothing to import; fix: name the modules in the recipe's "
+                "[package] import_names, or write import_names = [] and test with "
+                "[test] commands"
+            )
+            return
     qemu, _ = usable_qemu()
     plan: CpuTestPlan = plan_here(t.cpu_level)
     r.test_how = plan.reason
@@ -26,9 +39,6 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
         r.status = Status.NOT_TESTED
         r.test_detail = f"not tested: {plan.reason}"
         return
-    imports = recipe.import_names
-    if imports is None:
-        imports = repair.top_level_modules(r.wheel)
     script = steps.wheel_test_script(
         [r.wheel.name],
         imports,
@@ -66,3 +76,5 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
             f"{verdict.detail} (step: {steps.failed_step(res.output)}; "
             f"log: {r.test_log})\n{tail(res.output, 8)}"
         )
+    if note:  # the wheel is right; its top_level.txt is not
+        r.test_detail += f"\nnote: {note}; imported: {', '.join(imports)}"

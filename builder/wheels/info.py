@@ -21,7 +21,7 @@ from builder.errors import CbuildError
 from builder.manifest import Manifest, ManifestError
 from builder.targets.model import Stack, load_stack
 from builder.wheelhouse import layout, placement
-from builder.wheels import members, repair
+from builder.wheels import contents, members, repair
 from builder.wheels.isascan import ElfIsa, level_index, scan_members
 
 DEFAULT_STACK = "gentoo2023"
@@ -263,7 +263,10 @@ def inspect_wheel(path: Path | str, stack: str = DEFAULT_STACK) -> WheelReport:
                     flag("version-mismatch", f"file name says {version}, METADATA {mversion}")
                 name, version = name or mname, version or mversion
                 requirements = repair.requires_dist(path)
-                modules = repair.top_level_modules(path)
+                found = contents.import_names(path)
+                modules = list(found.names)
+                if found.disagreement:
+                    flag("top-level-mismatch", found.disagreement)
             else:
                 flag("no-metadata", f"{info_dir}/METADATA is missing")
 

@@ -255,38 +255,6 @@ def requires_dist(wheel: Path) -> list[str]:
     return [_field_value(raw) for raw in fields if _field_key(raw) == "requires-dist"]
 
 
-def top_level_modules(wheel: Path) -> list[str]:
-    """Import names a wheel provides: `top_level.txt` when present, else its top-level packages
-    and modules. `_private` names only when there is nothing else (e.g. `_cffi_backend`)."""
-    with zipfile.ZipFile(wheel) as zf:
-        members = _members(zf)
-        info = _dist_info_dir(members)
-        data = info.removesuffix(".dist-info") + ".data"
-        top_level = members.get(f"{info}/top_level.txt")
-        if top_level is not None:
-            text = zf.read(top_level).decode("utf-8")
-            candidates = {line.strip().split("/")[0] for line in text.splitlines()}
-        else:
-            candidates = set()
-            for name in members:
-                # purelib/platlib inside .data install into site-packages like the root does.
-                for root in (f"{data}/purelib/", f"{data}/platlib/"):
-                    if name.startswith(root):
-                        name = name[len(root) :]
-                        break
-                else:
-                    if name.startswith((f"{info}/", f"{data}/")):
-                        continue
-                head, sep, _ = name.partition("/")
-                if sep:  # a package directory
-                    candidates.add(head)
-                elif name.endswith(".py") or _is_shared_lib(name):
-                    candidates.add(name.split(".", 1)[0])
-    names = sorted(c for c in candidates if c.isidentifier())
-    public = [n for n in names if not n.startswith("_")]
-    return public or names
-
-
 def wheel_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
