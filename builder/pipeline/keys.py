@@ -1,13 +1,18 @@
 """Build keys and recorded runs: a build key hashes everything that decides a build's bits;
 a run recorded under its targets' keys lets the next run say "up to date" without a container
-or the network."""
+or the network.
+
+Every input a person can change enters the key from its bytes: the sdist (a local `--sdist` is
+hashed again on every run, never taken from the last run's lock), the recipe file's text and
+the recipe as resolved, the patch files, the image definition (its spec hash) and the locked
+build dependencies (their sha256). The step scripts enter through STEPS_VERSION."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ def build_key(
     inputs, the image definition, the target and its flags, and the step scripts' version."""
     payload = {
         # Where the recipe and its patches lie does not change the bits; what they say does.
+        "recipe_file": _sha256_or_none(recipe.path),
         "recipe": _plain(
             {
                 k: v
@@ -42,7 +48,7 @@ def build_key(
                 if k not in ("path", "patches_dir") and not k.startswith("_")
             }
         ),
-        "patches": [pypi.sha256_of(p) for p in recipe.patch_files if p.is_file()],
+        "patches": [(p.name, _sha256_or_none(p)) for p in recipe.patch_files],
         "inputs": sorted(
             (e.kind, e.filename, e.sha256) for e in lock if e.kind in ("sdist", "build")
         ),
@@ -51,6 +57,10 @@ def build_key(
         "steps": steps.STEPS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _sha256_or_none(path: Path | None) -> str | None:
+    return pypi.sha256_of(path) if path is not None and path.is_file() else None
 
 
 def _plain(value: Any) -> Any:
@@ -102,18 +112,28 @@ def record_run(
 
 
 def up_to_date(req: WheelRequest, recipe: Recipe) -> RunReport | None:
-    """No container, no network: the lock of the last run pins the inputs; when every
+    """No container, no network: the lock of the last run pins the inputs (a local sdist is
+    hashed from its bytes now, a rebuild's pinned lock replaces the last run's); when every
     target's build key has a recorded run whose placed wheels are all still in the
     wheelhouse, bit for bit, there is nothing to do."""
     cache = Cache(req.cache)
     lock_file = cache.lock_file(req.package, req.version)
-    if not lock_file.is_file():
+    if req.pinned is not None:
+        entries = req.pinned.entries
+    elif lock_file.is_file():
+        entries = pypi.Lock.from_json(lock_file.read_text()).entries
+    else:
         return None
-    lock = [
-        e
-        for e in pypi.Lock.from_json(lock_file.read_text()).entries
-        if e.kind in ("sdist", "build")
-    ]
+    lock = [e for e in entries if e.kind in ("sdist", "build")]
+    if req.sdist is not None and req.pinned is None:
+        if not req.sdist.is_file():
+            return None  # the run says why
+        sdist = [e for e in lock if e.kind == "sdist"]
+        if len(sdist) != 1:
+            return None
+        # The file as it is now, not as the last run locked it: same name, other bytes differ.
+        now = replace(sdist[0], filename=req.sdist.name, sha256=pypi.sha256_of(req.sdist))
+        lock = [now if e is sdist[0] else e for e in lock]
     keys = target_keys(req, recipe, lock)
     record = cache.runs / f"{run_key(keys, req.wheelhouse)}.json"
     if not record.is_file():
