@@ -123,7 +123,7 @@ class Recipe:
 
 
 class Resolver(Protocol):
-    """What a recipe keeps of its file to resolve it again for a target (load.Document)."""
+    """What a recipe keeps of its file to resolve it again for a target (resolve.Document)."""
 
     def resolve(self, version: str, target: TargetLike | None = None) -> Recipe: ...
 

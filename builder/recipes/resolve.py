@@ -29,6 +29,8 @@ class Table:
 
 @dataclass
 class Document:
+    """A recipe file, parsed and checked (load.parse_recipe): resolved per version and target."""
+
     path: Path
     text: str
     name: str  # canonical
@@ -55,6 +57,7 @@ class Document:
         yield from walk([self.root])
 
     def build(self, tables: list[Table], version: str, target: TargetLike | None) -> Recipe:
+        """The Recipe of one chain of tables, root first: later tables win key by key."""
         values: dict[str, Any] = {}
         source: dict[str, Any] = {}
         origin: dict[str, Where] = {}
