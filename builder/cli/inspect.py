@@ -1,4 +1,4 @@
-"""`cbuild inspect` and `cbuild place --explain`: read-only commands over wheel files.
+"""`cbuild inspect`: a read-only command over wheel files (`cbuild place` is `cli.place`).
 
 Exit status: 0 when every wheel could be read, whatever the findings (they are facts to read,
 and a wheel from PyPI is expected to have some before repair); 2 when any input could not be
@@ -54,41 +54,5 @@ def inspect_cmd(
     raise typer.Exit(code)
 
 
-def place_cmd(
-    wheels: _Wheels,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Say which folder each wheel belongs in, and why.")
-    ] = False,
-    wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
-    stack: _Stack = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Which wheelhouse folder each wheel belongs in and why (--explain; nothing is copied:
-    `cbuild wheel` places the wheels it builds)."""
-    if not explain:
-        print_error(
-            "only `cbuild place --explain` exists; it changes nothing",
-            "add --explain; `cbuild wheel` builds and places wheels",
-        )
-        raise typer.Exit(2)
-    rows: list[dict[str, Any]] = []
-    code = 0
-    for path in wheels:
-        try:
-            result = wheelinfo.explain_placement(path, wheelhouse, stack)
-        except CbuildError as exc:
-            code = max(code, exc.exit_code)
-            print_error(exc.message, exc.fix)
-            rows.append(_failed(path, exc))
-            continue
-        rows.append(result.as_dict())
-        if not json_out:
-            print(result.text())
-    if json_out:
-        print(json.dumps(rows, indent=2))
-    raise typer.Exit(code)
-
-
 def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect_cmd)
-    app.command("place")(place_cmd)

@@ -21,7 +21,7 @@ from builder.cli.common import (
     fail,
     pick_targets,
 )
-from builder.errors import CbuildError
+from builder.errors import CbuildError, ConfigError
 from builder.progress import TargetProgress
 from builder.recipes import BUILTIN_RECIPES
 
@@ -54,6 +54,13 @@ def wheel_cmd(
             "for the targets (without it they are listed)."
         ),
     ] = False,
+    unplaced: Annotated[
+        Path | None,
+        typer.Option(
+            help="A split job: write the tested wheels and manifests to this folder, "
+            "unplaced; `cbuild place DIR... --wheelhouse W` places the jobs' folders together."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     engine_name: EngineOpt = "auto",
 ) -> None:
@@ -65,6 +72,12 @@ def wheel_cmd(
 
     try:
         ts = pick_targets(target, all_targets)
+        if unplaced is not None and recursive:
+            raise ConfigError(
+                "--unplaced with --recursive: the dependencies would have to be placed "
+                "before the package's build can use them",
+                fix="place the dependencies first (a run without --unplaced), then split",
+            )
         req = WheelRequest(
             package,
             version,
@@ -78,6 +91,7 @@ def wheel_cmd(
             jobs=max(1, jobs if jobs is not None else min(os.cpu_count() or 1, len(ts))),
             rebuild=rebuild,
             ccache=ccache,
+            unplaced=unplaced.resolve() if unplaced is not None else None,
         )
         with TargetProgress(err, [t.id for t in ts]) as progress:
             outcome = recursive_mod.build(

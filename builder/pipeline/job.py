@@ -27,7 +27,7 @@ from builder.pipeline import fetch
 from builder.pipeline.build import build
 from builder.pipeline.keys import record_run, target_keys, target_spec, up_to_date
 from builder.pipeline.model import RunContext, RunReport, Status, TargetResult, WheelRequest
-from builder.pipeline.place import place
+from builder.pipeline.place import export, place
 from builder.pipeline.test import test
 from builder.progress import TargetProgressFn
 from builder.recipes import Recipe, load_recipe
@@ -73,7 +73,8 @@ class Pipeline:
         check_writable(req.wheelhouse)
         recipe = load_recipe(req.package, req.version, req.recipes_dir)
         _check_recipe(req, recipe)
-        if not req.rebuild and (done := up_to_date(req, recipe)):
+        # An unplaced export has no wheelhouse of its own to be up to date in: it builds.
+        if not req.rebuild and req.unplaced is None and (done := up_to_date(req, recipe)):
             return done
         release, sdist = fetch.source(req, self.progress)
         # Cached by an older cbuild as 0600: an engine whose container user is not ours
@@ -192,6 +193,10 @@ class Pipeline:
                 + ", ".join(r.target.id for r in untested)
                 + " -- nothing was exported"
             )
+            return report
+        if req.unplaced is not None:  # a split job: `cbuild place` decides with the others
+            report.placed = export(ctx, results, release, lock, images, req.unplaced)
+            report.ok = True
             return report
         report.placed = place(ctx, results, release, lock, images)
         report.ok = True

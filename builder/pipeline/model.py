@@ -62,6 +62,9 @@ class WheelRequest:
     # folders a node's pip reads, so that a dependency held (or just built) there is the one
     # the test installs, including one that no index has.
     find_links: tuple[Path, ...] = ()
+    # A split job: the tested wheels and manifests go to this folder, unplaced
+    # (`wheelhouse.unplaced`), and `cbuild place` places them with the other targets' exports.
+    unplaced: Path | None = None
 
 
 @dataclass(frozen=True)

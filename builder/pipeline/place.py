@@ -1,9 +1,12 @@
-"""The place step: the placement planner decides each wheel's wheelhouse folder; the wheels
-go there, each with its manifest (`<wheel>.json`) beside it."""
+"""The place step: the placement planner decides each wheel's wheelhouse folder from the
+builds and their ISA scans; under the wheelhouse lock the wheels go there, each with its
+manifest (`<wheel>.json`) beside it. `export` is the same step for a split job: the wheels and
+manifests go to a folder, unplaced, for `cbuild place` to decide with the other targets'."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,47 @@ from builder.pipeline.keys import target_spec
 from builder.pipeline.model import RunContext, TargetResult
 from builder.recipes import Recipe
 from builder.sources import pypi
-from builder.wheelhouse import placement
+from builder.wheelhouse import placement, unplaced
+from builder.wheelhouse.layout import GENERIC
+from builder.wheels.isascan import scan_wheel
+
+
+def with_evidence(cands: Sequence[placement.Candidate]) -> list[placement.Candidate]:
+    """The candidates with their ISA scans where placement weighs them: the compiled builds
+    of a package that has both a baseline and a level build (nothing else needs a scan)."""
+    by_pkg: dict[str, set[str]] = {}
+    for c in cands:
+        if not c.is_pure:
+            by_pkg.setdefault(c.wheel.name.split("-", 1)[0], set()).add(
+                "base" if c.level_name == GENERIC else "level"
+            )
+    scans: dict[Path, Any] = {}
+    out = []
+    for c in cands:
+        if c.is_pure or by_pkg[c.wheel.name.split("-", 1)[0]] != {"base", "level"}:
+            out.append(c)
+            continue
+        if c.wheel not in scans:
+            scans[c.wheel] = scan_wheel(c.wheel)
+        out.append(replace(c, isa=scans[c.wheel]))
+    return out
+
+
+def candidates(ctx: RunContext, results: list[TargetResult]) -> list[placement.Candidate]:
+    return with_evidence(
+        [
+            placement.Candidate(
+                r.target.id,
+                r.target.level_name,
+                r.wheel,
+                r.content_digest,
+                r.is_pure,
+                per_level=ctx.recipe.for_target(r.target).per_level,
+            )
+            for r in results
+            if r.wheel
+        ]
+    )
 
 
 def place(
@@ -26,27 +69,62 @@ def place(
 ) -> list[Path]:
     """Place every built wheel the planner accepts, with its manifest; return the paths."""
     req = ctx.request
-    stack = req.targets[0].stack
-    cands = [
-        placement.Candidate(r.target.id, r.target.level_name, r.wheel, r.content_digest, r.is_pure)
-        for r in results
-        if r.wheel
-    ]
-    req.wheelhouse.mkdir(parents=True, exist_ok=True)
-    decisions = placement.plan(cands, stack, placement.scan(req.wheelhouse, stack), force=req.force)
     by_target = {r.target.id: r for r in results}
-    for d in decisions:
-        res = by_target[d.target_id]
-        res.placed, res.reason = d.folder, d.error or d.reason
-    placed = placement.place(decisions, req.wheelhouse, cands)
-    for d in decisions:
-        if d.folder is None:
-            continue
-        res = by_target[d.target_id]
-        spec_hash = target_spec(ctx.recipe, res.target, req.ccache).hash
-        manifest = build_manifest(ctx, res, release, lock, images[res.target.id], spec_hash)
-        write_atomic(manifest_path(req.wheelhouse / d.folder / d.wheel_name), manifest.to_json())
+
+    def record(decisions: list[placement.Decision]) -> None:
+        for d in decisions:
+            res = by_target[d.target_id]
+            res.placed, res.reason = d.folder, d.error or d.reason
+
+    def write_manifest(d: placement.Decision, wheel: Path) -> None:
+        write_atomic(
+            manifest_path(wheel),
+            _manifest(ctx, by_target[d.target_id], release, lock, images).to_json(),
+        )
+
+    _, placed = placement.commit(
+        candidates(ctx, results),
+        req.targets[0].stack,
+        req.wheelhouse,
+        force=req.force,
+        beside=write_manifest,
+        on_plan=record,
+        what=f"cbuild wheel {release.name} {release.version}",
+    )
     return placed
+
+
+def export(
+    ctx: RunContext,
+    results: list[TargetResult],
+    release: pypi.Release,
+    lock: list[pypi.LockEntry],
+    images: dict[str, str],
+    out: Path,
+) -> list[Path]:
+    """Write every target's wheel and manifest to `out`, unplaced (`wheelhouse.unplaced`)."""
+    done = [r for r in results if r.wheel]
+    for r in done:
+        r.reason = f"exported unplaced to {out}/{r.target.id}/; `cbuild place` places it"
+    return unplaced.write(
+        out,
+        release.name,
+        release.version,
+        ctx.request.targets[0].stack.name,
+        [(r.target.id, r.target.level_name, r.wheel) for r in done],
+        {r.target.id: _manifest(ctx, r, release, lock, images).to_json() for r in done},
+    )
+
+
+def _manifest(
+    ctx: RunContext,
+    r: TargetResult,
+    release: pypi.Release,
+    lock: list[pypi.LockEntry],
+    images: dict[str, str],
+) -> Manifest:
+    spec_hash = target_spec(ctx.recipe, r.target, ctx.request.ccache).hash
+    return build_manifest(ctx, r, release, lock, images[r.target.id], spec_hash)
 
 
 def build_manifest(

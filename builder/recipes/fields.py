@@ -244,6 +244,13 @@ SECTIONS: dict[str, dict[str, Key]] = {
             "Add $ORIGIN to the RPATH. Legacy RPATH_ADD_ORIGIN.",
             "bool",
         ),
+        "per_level": _k(
+            checks.boolean,
+            "per_level",
+            "true: every CPU level keeps its own build; false: the baseline build serves "
+            "every level (gentoo2023/generic). Default: decided from the ISA scan.",
+            "bool",
+        ),
     },
 }
 # Override table kinds, in the order they apply at each level.

@@ -68,6 +68,7 @@ class Recipe:
     local_tags: tuple[str, ...] = ()
     rpath: tuple[str, ...] = ()
     rpath_origin: bool = False
+    per_level: bool | None = None  # [wheel] per_level; None: placement decides by evidence
     target: str | None = None  # the target id this was resolved for; None: no target overrides
     _doc: Resolver | None = field(default=None, repr=False, compare=False, hash=False)
 

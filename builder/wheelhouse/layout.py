@@ -2,8 +2,8 @@
 the wheel tags a target accepts, the scan of the tree, and whether this user can place into it.
 
 Pure over the stack data except `scan`, `wheelhouse_root` and `check_writable`, which only read
-the file system. The lock that serializes placements (a later `lock.py` beside this module)
-builds on these folders; placement's rules live in `placement.py`.
+the file system. The lock that serializes placements is `lock.py` beside this module;
+placement's rules live in `placement.py`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from packaging.tags import Tag, compatible_tags, cpython_tags
 
-from builder.errors import PlacementError
-from builder.providers import PROVIDERS, get_provider
+from builder.errors import ConfigError, PlacementError
+from builder.providers import PROVIDERS, cvmfs_env, get_provider
 from builder.targets.model import Stack, Target
 
 GENERIC = "generic"  # the level name of a stack's baseline build
@@ -31,6 +31,27 @@ _LEGACY_MANYLINUX = (("2014", 17), ("2010", 12), ("1", 5))
 def level_folders(stack: Stack) -> tuple[str, ...]:
     """The folders of the stack's CPU levels (not its generic folder)."""
     return tuple(stack.folder_for_level(lv) for lv in stack.levels if lv != GENERIC)
+
+
+def levels_above_baseline(stack: Stack) -> tuple[str, ...]:
+    """The stack's levels above its baseline (the level its generic folder is compiled for):
+    the levels whose own builds may hold code a baseline node cannot run."""
+    named = [lv for lv in stack.levels if lv != GENERIC]
+    if stack.baseline_level not in named:
+        return tuple(named)
+    return tuple(named[named.index(stack.baseline_level) + 1 :])
+
+
+def level_aliases(stack: Stack, name: str) -> tuple[str, ...]:
+    """Other names the stack's providers give a level in their folders (CVMFS: `avx512` for
+    x86-64-v4, from the stack file's `arch_values`)."""
+    if cvmfs_env.PROVIDER not in stack.providers:
+        return ()
+    try:
+        values = dict(cvmfs_env.settings(stack).arch_values)
+    except ConfigError:
+        return ()
+    return (values[name],) if name in values else ()
 
 
 def stack_folders(stack: Stack) -> tuple[str, ...]:
@@ -169,7 +190,9 @@ __all__ = [
     "check_writable",
     "find_links",
     "glibc_floor",
+    "level_aliases",
     "level_folders",
+    "levels_above_baseline",
     "run_search_folders",
     "scan",
     "scan_folders",

@@ -3,9 +3,13 @@
 pip on a node reads `<stack>/<level>`, then `<stack>/generic`, then `generic` (`layout`); the
 rules below (DESIGN.md, site rules) keep the wheel it finds unambiguous:
 - pure wheels go to the pure folder, once;
-- a compiled package whose level builds equal the baseline (`generic` target) build is not
-  level-dependent: the baseline goes to the stack's generic folder, once;
-- otherwise every level build goes to its level folder and no generic copy is made;
+- a level build is level-specific only on evidence (`level_specific`): the recipe says so
+  (`[wheel] per_level`), or the ISA scan finds more instructions above the baseline level than
+  in the baseline build, or it links a level folder's library of the stack. Without any, the
+  baseline (`generic` target) build goes to the stack's generic folder, once, and the level
+  builds are "same code as the baseline", not placed;
+- with one, every level build goes to its level folder and no generic copy is made (pip on a
+  node reads its level folder and generic both: one file name in two would be ambiguous);
 - a generic copy is refused while level-specific wheels of the package exist;
 - an existing wheel is replaced only with `force`.
 """
@@ -15,16 +19,32 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 from packaging.utils import canonicalize_name
 
 from builder.errors import PlacementError
 from builder.files import temp_beside
 from builder.targets.model import Stack
-from builder.wheelhouse.layout import GENERIC, check_writable, level_folders, scan
+from builder.wheelhouse import layout
+from builder.wheelhouse.layout import GENERIC, check_writable, level_folders
+from builder.wheelhouse.lock import wheelhouse_lock
+
+
+class IsaFigures(Protocol):
+    """What placement reads of a wheel's ISA scan (`wheels.isascan.WheelIsa` has it)."""
+
+    @property
+    def highest_level(self) -> str | None: ...
+    @property
+    def instructions(self) -> int: ...
+    @property
+    def above(self) -> Mapping[str, int]: ...  # level -> instructions above it
+    @property
+    def library_paths(self) -> tuple[str, ...]: ...  # RPATH/RUNPATH entries
 
 
 @dataclass(frozen=True)
@@ -34,6 +54,8 @@ class Candidate:
     wheel: Path
     content_digest: str
     is_pure: bool
+    isa: IsaFigures | None = field(default=None, compare=False)  # None: not scanned
+    per_level: bool | None = None  # the recipe's [wheel] per_level; None: by evidence
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,7 @@ class Decision:
     reason: str
     error: str | None = None  # a refusal: nothing at all is placed while any decision has one
     replace: bool = False  # the destination holds a wheel of this name and force was given
+    facts: dict[str, Any] = field(default_factory=dict, compare=False)  # figures behind it
 
 
 def _package(wheel_name: str) -> str:
@@ -83,12 +106,12 @@ def plan(
     return [_check_wheelhouse(d, stack, wheelhouse_index, force) for d in decisions]
 
 
-def _to(c: Candidate, folder: str, reason: str) -> Decision:
-    return Decision(c.target_id, c.wheel.name, folder, reason)
+def _to(c: Candidate, folder: str, reason: str, facts: dict[str, Any] | None = None) -> Decision:
+    return Decision(c.target_id, c.wheel.name, folder, reason, facts=facts or {})
 
 
-def _skip(c: Candidate, reason: str) -> Decision:
-    return Decision(c.target_id, c.wheel.name, None, reason)
+def _skip(c: Candidate, reason: str, facts: dict[str, Any] | None = None) -> Decision:
+    return Decision(c.target_id, c.wheel.name, None, reason, facts=facts or {})
 
 
 def _refuse(c: Candidate, error: str) -> Decision:
@@ -116,54 +139,120 @@ def _plan_compiled(group: list[tuple[int, Candidate]], stack: Stack) -> dict[int
             out[i] = _to(
                 c,
                 stack.folder_for_level(c.level_name),
-                "level build, and no baseline build in this run to compare it with",
+                "level build, and no baseline build in this run to stand in for it",
             )
         return out
 
-    # A level build with no baseline of the same file name cannot be shown identical to it.
-    differing = [
-        c
-        for _, c in levels
-        if c.wheel.name not in baselines
-        or baselines[c.wheel.name].content_digest != c.content_digest
-    ]
-    if not differing:
+    verdicts = {i: level_specific(c, baselines.get(c.wheel.name), stack) for i, c in levels}
+    specific = [c for i, c in levels if verdicts[i].specific]
+    if not specific:
         for i, c in group:
             if c.level_name == GENERIC:
                 out[i] = _to(
                     c,
                     generic_dir,
-                    "every level build is identical to this baseline "
-                    "build, so the package is not level-dependent",
+                    "no level build is level-specific, so the package is not level-dependent: "
+                    "this baseline build serves every level",
+                    facts=_facts(c, stack),
                 )
             else:
                 base = baselines[c.wheel.name]
+                v = verdicts[i]
                 out[i] = _skip(
                     c,
-                    f"identical to the baseline build from {base.target_id}, "
-                    f"which goes to {generic_dir}/",
+                    f"same code as the baseline: {v.why}; the baseline build from "
+                    f"{base.target_id} goes to {generic_dir}/",
+                    facts=v.facts,
                 )
         return out
 
-    which = ", ".join(sorted(c.target_id for c in differing))
+    which = ", ".join(sorted(c.target_id for c in specific))
     for i, c in group:
         if c.level_name == GENERIC:
             out[i] = _skip(
                 c,
-                f"level-dependent (the builds of {which} differ from the baseline): "
-                "the level folders get every level build, and a generic copy of "
-                "the same file name would be ambiguous for pip",
+                f"level-dependent ({which} level-specific): the level folders get every "
+                "level build, and a generic copy of the same file name would be ambiguous "
+                "for pip",
+                facts=_facts(c, stack),
             )
         else:
-            same = c not in differing
+            v = verdicts[i]
             out[i] = _to(
                 c,
                 stack.folder_for_level(c.level_name),
-                "level-dependent package (the builds of " + which + " differ from the "
-                "baseline): every level gets its own build"
-                + (", this one too although it equals the baseline" if same else ""),
+                f"level-dependent package ({which} level-specific): every level gets its own "
+                f"build" + (f": {v.why}" if v.specific else f", this one too although {v.why}"),
+                facts=v.facts,
             )
     return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    specific: bool
+    why: str
+    facts: dict[str, Any]
+
+
+def level_specific(c: Candidate, base: Candidate | None, stack: Stack) -> Verdict:
+    """Whether level build `c` must be kept for its level, judged against the baseline build
+    of the same file name: the recipe's word first, then the evidence of the ISA scan (code
+    above the baseline level beyond what the baseline build holds, for runtime dispatch) and
+    of the libraries it links. Without a scan, bytes that differ count as level-specific."""
+    facts = _facts(c, stack, base)
+    if c.per_level is not None:
+        return Verdict(
+            c.per_level,
+            f"the recipe says [wheel] per_level = {str(c.per_level).lower()}",
+            facts,
+        )
+    if base is None:
+        return Verdict(True, "no baseline build of the same file name stands in for it", facts)
+    if base.content_digest == c.content_digest:
+        return Verdict(False, f"identical to the baseline build from {base.target_id}", facts)
+    if c.isa is None or base.isa is None:
+        return Verdict(True, "differs from the baseline build, and no ISA scan says how", facts)
+    if libs := _level_libraries(c.isa, stack):
+        return Verdict(True, f"links level-specific libraries of the stack ({libs[0]})", facts)
+    lv, n, nb = stack.baseline_level, facts["above_baseline"], facts["baseline_above_baseline"]
+    top = c.isa.highest_level or "no x86 code"
+    if n > nb:
+        return Verdict(
+            True,
+            f"{n:,} instructions above {lv} (highest: {top}), the baseline build {nb:,}",
+            facts,
+        )
+    return Verdict(
+        False,
+        f"{n:,} instructions above {lv} (highest: {top}), no more than the baseline build's {nb:,}",
+        facts,
+    )
+
+
+def _facts(c: Candidate, stack: Stack, base: Candidate | None = None) -> dict[str, Any]:
+    """The figures behind a verdict, for --explain and --json."""
+    lv = stack.baseline_level
+    out: dict[str, Any] = {"content_digest": c.content_digest[:16]}
+    if c.isa is not None:
+        out |= {
+            "highest_level": c.isa.highest_level,
+            "instructions": c.isa.instructions,
+            "above_baseline": c.isa.above.get(lv, 0),
+            "level_libraries": list(_level_libraries(c.isa, stack)),
+        }
+    if base is not None and base.isa is not None:
+        out["baseline_above_baseline"] = base.isa.above.get(lv, 0)
+        out["baseline_highest_level"] = base.isa.highest_level
+    return out
+
+
+def _level_libraries(isa: IsaFigures, stack: Stack) -> tuple[str, ...]:
+    """RPATH/RUNPATH entries in a folder named for a level above the stack's baseline (its
+    name, or the provider's name for it: `x86-64-v4`, `avx512`)."""
+    names = set(layout.levels_above_baseline(stack))
+    names |= {alias for lv in list(names) for alias in layout.level_aliases(stack, lv)}
+    return tuple(p for p in isa.library_paths if names & set(PurePosixPath(p).parts))
 
 
 def _dedupe_destinations(
@@ -240,15 +329,17 @@ def _check_wheelhouse(
             d.folder,
             f"{d.reason}; replaces the existing {path} (--force)",
             replace=True,
+            facts=d.facts,
         )
     return d
 
 
 def _refuse_d(d: Decision, error: str) -> Decision:
-    return Decision(d.target_id, d.wheel_name, None, "refused", error)
+    return Decision(d.target_id, d.wheel_name, None, "refused", error, facts=d.facts)
 
 
-def explain(decisions: Iterable[Decision]) -> list[str]:
+def explain(decisions: Iterable[Decision], figures: bool = False) -> list[str]:
+    """One line per decision; `figures`: and the scan's figures behind it, indented."""
     lines = []
     for d in decisions:
         if d.error:
@@ -257,6 +348,8 @@ def explain(decisions: Iterable[Decision]) -> list[str]:
             lines.append(f"{d.target_id}: {d.wheel_name}: not placed: {d.reason}")
         else:
             lines.append(f"{d.target_id}: {d.wheel_name} -> {d.folder}/: {d.reason}")
+        if figures and d.facts:
+            lines.append("    " + ", ".join(f"{k}: {v}" for k, v in d.facts.items()))
     return lines
 
 
@@ -324,5 +417,42 @@ def place(
         raise
 
 
-# `scan` and `GENERIC` are layout's, re-exported for the callers that plan with this module.
-__all__ = ["GENERIC", "Candidate", "Decision", "explain", "place", "plan", "scan"]
+def commit(
+    candidates: Sequence[Candidate],
+    stack: Stack,
+    wheelhouse: Path,
+    *,
+    force: bool = False,
+    beside: Callable[[Decision, Path], None] | None = None,
+    what: str = "cbuild place",
+    on_plan: Callable[[list[Decision]], None] | None = None,
+) -> tuple[list[Decision], list[Path]]:
+    """Scan, plan and place under the wheelhouse lock, so that two placements into one
+    wheelhouse never decide from the same scan. `on_plan` sees the decisions before anything
+    is written (a refusal raises after it); `beside(decision, placed_wheel)` writes what goes
+    next to each placed wheel (its manifest) while the lock is still held."""
+    wheelhouse = Path(wheelhouse)
+    check_writable(wheelhouse)
+    with wheelhouse_lock(wheelhouse, what):
+        decisions = plan(candidates, stack, layout.scan(wheelhouse, stack), force=force)
+        if on_plan is not None:
+            on_plan(decisions)
+        placed = place(decisions, wheelhouse, candidates)
+        if beside is not None:
+            for d in decisions:
+                if d.folder is not None:
+                    beside(d, wheelhouse / d.folder / d.wheel_name)
+    return decisions, placed
+
+
+__all__ = [
+    "Candidate",
+    "Decision",
+    "IsaFigures",
+    "Verdict",
+    "commit",
+    "explain",
+    "level_specific",
+    "place",
+    "plan",
+]

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -344,6 +345,90 @@ def _isa_bits(mask: int) -> str | None:
     chain = level_chain()
     bits = [i for i in range(len(chain)) if mask >> i & 1]
     return chain[max(bits)] if bits else None
+
+
+# ---------------------------------------------------------------------------- wheels
+
+
+@dataclass(frozen=True)
+class MemberScan:
+    """One ELF member of a wheel: its scan, or why it could not be read."""
+
+    member: str
+    size: int
+    isa: ElfIsa | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WheelIsa:
+    """A wheel's ELF members scanned, and the figures of all of them together: the data that
+    placement decides from (`wheelhouse.placement.IsaFigures`)."""
+
+    members: tuple[MemberScan, ...]
+
+    @property
+    def _x86(self) -> list[ElfIsa]:
+        return [m.isa for m in self.members if m.isa is not None and m.isa.scanned]
+
+    @property
+    def highest_level(self) -> str | None:
+        found = [level_index(i.highest_level) for i in self._x86 if i.highest_level]
+        return level_chain()[max(found)] if found else None
+
+    @property
+    def instructions(self) -> int:
+        return sum(i.instructions for i in self._x86)
+
+    @property
+    def above(self) -> dict[str, int]:
+        """Level -> instructions above it, all ELF members together."""
+        return {lv: sum(i.above.get(lv, 0) for i in self._x86) for lv in level_chain()}
+
+    @property
+    def outside_levels(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for i in self._x86:
+            out.update(i.outside_levels)
+        return dict(out)
+
+    @property
+    def library_paths(self) -> tuple[str, ...]:
+        """Every RPATH and RUNPATH entry of every member, once each."""
+        paths = (p for m in self.members if m.isa for p in (*m.isa.rpath, *m.isa.runpath))
+        return tuple(dict.fromkeys(paths))
+
+
+def scan_members(zf: zipfile.ZipFile) -> WheelIsa:
+    """Scan every ELF member of an open wheel, through a temporary file: extension modules
+    reach hundreds of MB (torch), and pyelftools wants a seekable stream."""
+    found: list[MemberScan] = []
+    with tempfile.TemporaryDirectory(prefix="cbuild-scan-") as tmp:
+        dest = Path(tmp) / "member"
+        for info in sorted(zf.infolist(), key=operator.attrgetter("filename")):
+            if info.is_dir():
+                continue
+            with zf.open(info) as f:
+                if f.read(4) != ELF_MAGIC:
+                    continue
+            with zf.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            try:
+                with open(dest, "rb") as f:
+                    isa = scan_stream(f, info.filename)
+                found.append(MemberScan(info.filename, info.file_size, isa))
+            except ElfScanError as exc:
+                found.append(MemberScan(info.filename, info.file_size, None, exc.message))
+    return WheelIsa(tuple(found))
+
+
+def scan_wheel(path: Path | str) -> WheelIsa:
+    """`scan_members` of the wheel file at `path`."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return scan_members(zf)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ElfScanError(f"{path}: not a readable wheel ({exc})") from exc
 
 
 # ---------------------------------------------------------------------------- benchmark

@@ -213,10 +213,8 @@ def find_in_wheelhouse(
     for folder in search_folders(target):
         path = wheelhouse / folder
         looked.append(folder)
-        if not path.is_dir():
-            continue
         found = []
-        for whl in path.glob("*.whl"):
+        for whl in (path / n for n in layout.wheel_names(path)):
             try:
                 name, version, _, wtags = parse_wheel_filename(whl.name)
             except (InvalidWheelFilename, InvalidVersion):

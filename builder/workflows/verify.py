@@ -37,6 +37,7 @@ from builder.progress import TargetProgressFn
 from builder.sources import pypi
 from builder.targets.model import Target
 from builder.targets.model import resolve as resolve_targets
+from builder.wheelhouse.layout import stack_folders, wheel_names
 from builder.wheels import repair
 from builder.workflows.reproduce import (
     NEEDED_TO_REBUILD,
@@ -542,8 +543,10 @@ def find_placed(wheelhouse: Path, package: str, version: str, target_id: str) ->
     except InvalidVersion as exc:
         raise ConfigError(f"{version!r} is not a version: {exc}") from exc
     others = []
-    for folder in [*search_folders(target), *_other_folders(target)]:
-        for whl in sorted((wheelhouse / folder).glob("*.whl")):
+    # pip's folders first, then the stack's other folders (a wheel placed for the target
+    # lies in one of them).
+    for folder in dict.fromkeys([*search_folders(target), *stack_folders(target.stack)]):
+        for whl in sorted(wheelhouse / folder / n for n in wheel_names(wheelhouse / folder)):
             try:
                 wname, wver, _, _ = parse_wheel_filename(whl.name)
             except (ValueError, InvalidVersion):
@@ -563,10 +566,6 @@ def find_placed(wheelhouse: Path, package: str, version: str, target_id: str) ->
         fix=f"build it with `cbuild wheel {package} {version} --target {target_id} "
         f"--wheelhouse {wheelhouse}`, or pass the wheel file: `cbuild verify WHEEL`",
     )
-
-
-def _other_folders(target: Target) -> list[str]:
-    return [target.stack.folder_for_level(lv) for lv in target.stack.levels]
 
 
 __all__ = [
