@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from builder.config import load_config
+
 
 def default_cache() -> Path:
-    return Path(os.environ.get("CBUILD_CACHE", Path.home() / ".cache" / "cbuild"))
+    """The cache folder of the configuration (cbuild.toml, then CBUILD_CACHE; builder.config)."""
+    return load_config().cache.value
 
 
 @dataclass(frozen=True)

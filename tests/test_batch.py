@@ -174,7 +174,7 @@ def job_for(tmp_path: Path, tasks: list[Task], **kw: object) -> slurm.BatchJob:
         "python": sys.executable,
         "code_root": Path(builder.__file__).resolve().parent.parent,
         "wheelhouse": tmp_path / "wheelhouse",
-        "recipes": tmp_path / "recipes",
+        "recipes": (tmp_path / "recipes",),
         "cache": tmp_path / "cache",
         "env": (("CBUILD_CACHE", str(tmp_path / "cache")), ("DOCKER_HOST", "unix:///x y.sock")),
     }

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
-from builder.recipes import Recipe, load_recipe
+from builder.recipes import BUILTIN_RECIPES, Recipe, load_recipe
 
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+REPO_RECIPES = BUILTIN_RECIPES  # shipped as package data (builder/data/recipes)
 
 
 def _write(folder: Path, name: str, text: str) -> Path:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from builder.data import data_path
 from builder.errors import ConfigError
 from builder.recipes import (
+    BUILTIN_RECIPES,
     Source,
     check_recipe,
     load_recipe,
@@ -336,7 +338,7 @@ def test_override_mistakes_are_found_even_when_not_matching(tmp_path: Path) -> N
 
 
 def test_repo_recipes_check_clean() -> None:
-    for path in sorted((REPO / "recipes").glob("*.toml")):
+    for path in sorted(BUILTIN_RECIPES.glob("*.toml")):
         assert check_recipe(path) == [], path
 
 
@@ -344,7 +346,7 @@ def test_repo_recipes_check_clean() -> None:
 
 
 def test_committed_schema_is_generated_from_the_model() -> None:
-    committed = REPO / "schema" / "recipe.schema.json"
+    committed = data_path("recipe.schema.json")
     assert committed.read_text() == schema_text(), "run `cbuild recipe schema`"
 
 
@@ -352,7 +354,7 @@ def test_schema_accepts_repo_recipes_and_rejects_unknown_keys(full: Path) -> Non
     jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(schema())
     jsonschema.Draft202012Validator.check_schema(schema())
-    for path in [full, *(REPO / "recipes").glob("*.toml")]:
+    for path in [full, *BUILTIN_RECIPES.glob("*.toml")]:
         assert list(validator.iter_errors(tomllib.loads(path.read_text()))) == [], path
     bad = {"package": {"name": "x"}, "versions": {"<2": {"test": {"command": []}}}}
     assert [e.message for e in validator.iter_errors(bad)] == [
@@ -424,7 +426,9 @@ def test_cli_show_resolves_for_a_target(full: Path) -> None:
 
 
 def test_cli_schema_check(tmp_path: Path) -> None:
-    assert cli("recipe", "schema", "--check").returncode == 0
+    assert cli("recipe", "schema", "--check").returncode == 0  # the shipped copy
+    printed = cli("recipe", "schema", cwd=tmp_path)  # nothing written anywhere
+    assert json.loads(printed.stdout) == schema() and list(tmp_path.iterdir()) == []
     out = tmp_path / "s.json"
     assert cli("recipe", "schema", "--out", str(out)).returncode == 0
     assert json.loads(out.read_text()) == schema()
@@ -436,7 +440,7 @@ def test_cli_schema_check(tmp_path: Path) -> None:
 
 
 def test_fields_the_build_does_not_act_on_are_named() -> None:
-    repo = REPO / "recipes"
+    repo = BUILTIN_RECIPES
     assert load_recipe("annoy", "1.17.3", repo).not_built_yet() == []
     assert load_recipe("dtreeviz", "1.3.7", repo).not_built_yet() == []
     assert load_recipe("pyfftw", "0.15.0", repo).not_built_yet() == []  # apt: its own image
@@ -455,7 +459,7 @@ def test_the_pipeline_refuses_such_a_recipe_before_any_container(tmp_path: Path)
         tuple(resolve(["gentoo2023-generic"])),
         tmp_path / "wheelhouse",
         tmp_path / "cache",
-        REPO / "recipes",
+        BUILTIN_RECIPES,
     )
     # No engine: the refusal comes before anything would use one.
     with pytest.raises(ConfigError, match=r"\[source\] git"):

@@ -1,20 +1,18 @@
-"""The real recipes in recipes/ through the real engine, from PyPI (network): annoy with its
+"""The shipped recipes (builder/data/recipes/) through the real engine, from PyPI: annoy with its
 patch, built for x86-64-v3 and tested under QEMU's exact x86-64-v3 CPU."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from builder.pipeline.job import Pipeline
 from builder.pipeline.model import WheelRequest
-from builder.recipes import load_recipe
+from builder.recipes import BUILTIN_RECIPES, load_recipe
 from builder.targets.model import resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]
 
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+REPO_RECIPES = BUILTIN_RECIPES  # shipped as package data (builder/data/recipes)
 
 
 def test_annoy_builds_for_the_target_level_not_the_build_machine(engine, tmp_path) -> None:

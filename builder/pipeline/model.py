@@ -48,7 +48,7 @@ class WheelRequest:
     targets: tuple[Target, ...]
     wheelhouse: Path
     cache: Path
-    recipes_dir: Path
+    recipes_dir: Path | tuple[Path, ...]  # several: searched in order (builder.recipes)
     force: bool = False
     strict: bool = False
     sdist: Path | None = None  # a local source instead of PyPI's

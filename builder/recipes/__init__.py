@@ -41,7 +41,7 @@ version tables apply first, then accelerator tables, then target tables, each in
 
 An unknown key is an error that names the file, line and closest valid key: the shell
 configs this replaces silently ignored typos. Every key of `SECTIONS` carries its JSON schema, so
-`schema()` (and `schema/recipe.schema.json`) is generated from the same table that checks.
+`schema()` (and `builder/data/recipe.schema.json`) is generated from the same table that checks.
 
 Modules, each importing only those above it: `where` (a key's file and line, for messages),
 `checks` (the value checkers), `fields` (the key table), `model` (Recipe, Source), `resolve`
@@ -53,6 +53,7 @@ from builder.recipes.checks import PATCHES_DIR, RENAME
 from builder.recipes.fields import OVERRIDES, SECTIONS, Key
 from builder.recipes.load import (
     BUILTIN_RECIPES,
+    RecipeDirs,
     RecipeErrors,
     check_recipe,
     load_recipe,
@@ -73,6 +74,7 @@ __all__ = [
     "SECTIONS",
     "Key",
     "Recipe",
+    "RecipeDirs",
     "RecipeErrors",
     "Source",
     "TargetLike",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,17 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from builder.config import builtin_recipes
 from builder.errors import ConfigError
 from builder.recipes.fields import OVERRIDES, SECTIONS
 from builder.recipes.model import Recipe, TargetLike
 from builder.recipes.resolve import Document, Table
 from builder.recipes.where import Where, quote, show, type_name
 
-# The recipes that come with cbuild (the checkout's `recipes/`).
-BUILTIN_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+# The recipes that ship with cbuild (package data), searched after a site's (builder.config).
+BUILTIN_RECIPES = builtin_recipes()
+# One recipes folder, or several searched in order (the first holding <name>.toml wins).
+RecipeDirs = Path | Sequence[Path]
 
 
 class RecipeErrors(ConfigError):
@@ -34,15 +38,19 @@ class RecipeErrors(ConfigError):
             super().__init__("\n".join(str(e) for e in errors))
 
 
-def recipe_path(name: str, recipes_dir: Path) -> Path:
-    return recipes_dir / f"{canonicalize_name(name)}.toml"
+def recipe_path(name: str, recipes_dir: RecipeDirs) -> Path:
+    """`name`'s recipe file: in the first of the folders that holds one, else where the first
+    folder would hold it (where a new one is written)."""
+    dirs = [recipes_dir] if isinstance(recipes_dir, Path) else list(recipes_dir)
+    file = f"{canonicalize_name(name)}.toml"
+    return next((d / file for d in dirs if (d / file).is_file()), dirs[0] / file)
 
 
 def load_recipe(
-    name: str, version: str, recipes_dir: Path, target: TargetLike | None = None
+    name: str, version: str, recipes_dir: RecipeDirs, target: TargetLike | None = None
 ) -> Recipe:
-    """The recipe for `name` resolved for `version` (and `target`); the defaults when there is
-    no file."""
+    """The recipe for `name` resolved for `version` (and `target`), from the first folder that
+    has one; the defaults when none has."""
     _check_version(version)
     path = recipe_path(name, recipes_dir)
     if not path.is_file():

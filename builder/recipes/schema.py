@@ -1,5 +1,5 @@
 """The JSON schema of a recipe file (draft 2020-12), generated from the key table: what
-`cbuild recipe schema` writes to schema/recipe.schema.json for editors."""
+`cbuild recipe schema` writes it (builder/data/recipe.schema.json) for editors."""
 
 from __future__ import annotations
 
@@ -68,5 +68,5 @@ def schema() -> dict[str, Any]:
 
 
 def schema_text() -> str:
-    """schema() as committed in schema/recipe.schema.json."""
+    """schema() as committed in builder/data/recipe.schema.json."""
     return json.dumps(schema(), indent=2) + "\n"

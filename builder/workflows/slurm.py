@@ -76,7 +76,7 @@ class BatchJob:
     python: str
     code_root: Path  # the folder holding the `builder` package that submitted
     wheelhouse: Path
-    recipes: Path
+    recipes: tuple[Path, ...]  # the site's folders; each task searches the built-in ones last
     cache: Path
     options: SlurmOptions = field(default_factory=SlurmOptions)
     wheel_flags: tuple[str, ...] = ()  # --force / --strict / --rebuild, passed through
@@ -104,8 +104,7 @@ class BatchJob:
         return [
             "--wheelhouse",
             str(self.wheelhouse),
-            "--recipes",
-            str(self.recipes),
+            *(a for r in self.recipes for a in ("--recipes", str(r))),
             "--cache",
             str(self.cache),
             *self.wheel_flags,
