@@ -57,7 +57,17 @@ def test_workflow_plumbs_the_matrix_from_cbuild() -> None:
     yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the workflow's structure")
     wf: dict[str, Any] = yaml.safe_load(TEXT)
     on = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as true
-    assert set(on["workflow_dispatch"]["inputs"]) == {"package", "version"}
+    inputs = on["workflow_dispatch"]["inputs"]
+    assert set(inputs) == {"package", "version", "provider"}
+    # opt-in: the real stack only when asked for, mounted by the public CVMFS action
+    assert inputs["provider"]["default"] == "standalone" and wf["env"]["CBUILD_PROVIDER"] == (
+        "${{ inputs.provider }}"
+    )
+    (mount,) = [
+        s for s in wf["jobs"]["build"]["steps"] if "github-action-cvmfs" in s.get("uses", "")
+    ]
+    assert mount["if"] == "inputs.provider == 'cvmfs'"
+    assert mount["with"]["cvmfs_repositories"] == "soft.computecanada.ca"
     jobs = wf["jobs"]
     producer = jobs["matrix"]
     assert producer["outputs"]["matrix"] == "${{ steps.targets.outputs.matrix }}"

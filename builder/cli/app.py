@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from builder.cli import batch, inspect, place, recipes, reproduce, targets, wheel
+from builder.cli import batch, doctor, inspect, place, recipes, reproduce, targets, wheel
 
 app = typer.Typer(
     help="Containerized, reproducible wheel builder for HPC wheelhouses.",
@@ -15,7 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 # The order of `cbuild --help`.
-for module in (targets, wheel, inspect, place, recipes, batch, reproduce):
+for module in (targets, wheel, inspect, place, recipes, batch, reproduce, doctor):
     module.register(app)
 
 

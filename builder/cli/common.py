@@ -25,6 +25,16 @@ TargetOpt = Annotated[
     list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")
 ]
 AllOpt = Annotated[bool, typer.Option("--all-targets", help="Every target of the provider.")]
+ProviderOpt = Annotated[
+    str,
+    typer.Option(
+        "--provider",
+        envvar="CBUILD_PROVIDER",
+        help="Where the toolchain comes from: standalone (an image with the stack's ABI floor), "
+        "cvmfs (the site's stack from /cvmfs, loaded with Lmod), or auto (cvmfs where the "
+        "stack's profile is here). Same target ids and wheelhouse folders.",
+    ),
+]
 ENGINE_HELP = "docker (Docker or Podman), apptainer, or auto: the first that answers."
 
 
@@ -63,11 +73,19 @@ def engine_for(name: str = "docker") -> Engine:
     return get_engine(name, lambda msg: err.print(escape(msg)))
 
 
-def pick_targets(target: list[str] | None, all_targets: bool) -> list[targets_mod.Target]:
+def pick_targets(
+    target: list[str] | None, all_targets: bool, provider: str = "standalone"
+) -> list[targets_mod.Target]:
+    """The targets named, built by `provider` (`auto` resolved here; the run says which)."""
+    from builder.providers import choose
+
+    name, why = choose(provider)
+    if provider != "standalone":
+        say("", f"provider {name} ({why})")
     if all_targets:
-        return targets_mod.all_targets()
+        return targets_mod.all_targets(name)
     if not target:
         raise ConfigError(
             "no target given", fix="pass --target ID (see `cbuild targets`) or --all-targets"
         )
-    return targets_mod.resolve(target)
+    return targets_mod.resolve(target, name)

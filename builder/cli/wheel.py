@@ -15,6 +15,7 @@ from builder.cli.common import (
     AllOpt,
     EngineOpt,
     JsonOpt,
+    ProviderOpt,
     TargetOpt,
     engine_for,
     err,
@@ -63,6 +64,7 @@ def wheel_cmd(
     ] = None,
     json_out: JsonOpt = False,
     engine_name: EngineOpt = "auto",
+    provider: ProviderOpt = "standalone",
 ) -> None:
     """Build, test and export PACKAGE VERSION for the chosen targets."""
     from builder.cache import default_cache
@@ -71,7 +73,7 @@ def wheel_cmd(
     from builder.workflows import recursive as recursive_mod
 
     try:
-        ts = pick_targets(target, all_targets)
+        ts = pick_targets(target, all_targets, provider)
         if unplaced is not None and recursive:
             raise ConfigError(
                 "--unplaced with --recursive: the dependencies would have to be placed "

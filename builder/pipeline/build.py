@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from builder.engines.base import Mount, RunSpec
+from builder.errors import ConfigError
 from builder.images import scripts as steps
 from builder.images.paths import (
     CCACHE_DIR,
@@ -23,6 +24,7 @@ from builder.images.paths import (
     SRC_DIR,
 )
 from builder.pipeline.model import RunContext, Status, TargetResult
+from builder.providers import get_provider
 from builder.wheels import edit as wheeledit
 from builder.wheels import repair
 
@@ -41,6 +43,8 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
     t = r.target
     tid = t.id
     recipe = ctx.recipe.for_target(t)  # the target's and accelerator's overrides
+    provider = get_provider(t.provider)  # a build loads the recipe's modules and runtime ones
+    modules = (*recipe.modules, *recipe.runtime_modules)
     facts, work = ctx.facts, ctx.work
     ccache = ctx.cache.ccache(tid) if ctx.request.ccache else None
     out = work / "out" / tid
@@ -58,6 +62,7 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
             ("MAX_JOBS", "CMAKE_BUILD_PARALLEL_LEVEL", "NPY_NUM_BUILD_JOBS"),
             str(max(1, (os.cpu_count() or 1) // max(1, ctx.request.jobs))),
         ),
+        **provider.environment(t),
         **recipe.env,
     }
     if ccache is not None:
@@ -82,9 +87,10 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
     res = ctx.engine.run(
         RunSpec(
             image=image,
-            command=["sh", "-c", script],
+            command=provider.step_command(t, script, modules),
             env=env,
             mounts=(
+                *provider.binds(t),
                 Mount(ctx.sdist.parent, IN_DIR),
                 Mount(ctx.build_deps, DEPS_DIR),
                 Mount(out, OUT_DIR, read_only=False),
@@ -97,6 +103,10 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
     )
     r.seconds["build"] = time.monotonic() - t0
     r.build_facts = parse_build_facts(res.output)
+    if stack := provider.provenance(t, modules):  # the manifest's build.provider
+        r.build_facts["provider"] = stack
+    if not res.ok and (err := provider.failure(t, res.output)):
+        raise ConfigError(f"{tid}: {err.message}; log: {r.build_log}", fix=err.fix)
     wheels = sorted(out.glob("*.whl"))
     if not res.ok or len(wheels) != 1:
         r.status = Status.BUILD_FAILED

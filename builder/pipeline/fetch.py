@@ -18,7 +18,9 @@ from builder.images import scripts as steps
 from builder.images.paths import CA_PATH, DOWNLOAD_DIR, IN_DIR, LINKS_DIR, STORE_DIR
 from builder.pipeline.model import WheelRequest
 from builder.progress import TargetProgressFn
+from builder.providers import get_provider
 from builder.sources import pypi
+from builder.targets.model import Target
 
 
 def host_ca_bundle() -> Path | None:
@@ -148,9 +150,11 @@ def fetch_wheels(
     mounts: list[Path] = (),
     extra: tuple[str, ...] = (),
     links: tuple[Path, ...] = (),
+    target: Target | None = None,
 ) -> Path:
     """Wheels for the image's Python, network on. Files fetched before come from the
-    cache's wheel store (shared by targets and runs) instead of the network."""
+    cache's wheel store (shared by targets and runs) instead of the network. `target`: its
+    provider runs the step (the stack's Python and pip configuration, where it has modules)."""
     dest.mkdir(parents=True, exist_ok=True)
     store = Cache(cache).wheels
     store.mkdir(parents=True, exist_ok=True)
@@ -161,30 +165,32 @@ def fetch_wheels(
     ca_mounts = (Mount(ca, CA_PATH),) if ca else ()
     links = [d for d in links if d.is_dir()]
     link_args = [a for i in range(len(links)) for a in ("--find-links", f"{LINKS_DIR}/{i}")]
+    script = steps.fetch_wheels_script(
+        requirements, DOWNLOAD_DIR, [*link_args, "--find-links", STORE_DIR, *extra]
+    )
+    provider = get_provider(target.provider) if target else None
     res = engine.run(
         RunSpec(
             image=image,
-            command=[
-                "sh",
-                "-c",
-                steps.fetch_wheels_script(
-                    requirements,
-                    DOWNLOAD_DIR,
-                    [*link_args, "--find-links", STORE_DIR, *extra],
-                ),
-            ],
+            command=provider.step_command(target, script) if provider else ["sh", "-c", script],
             mounts=(
+                *(provider.binds(target) if provider else ()),
                 Mount(dest, DOWNLOAD_DIR, read_only=False),
                 Mount(store, STORE_DIR),
                 *(Mount(m, IN_DIR) for m in mounts),
                 *(Mount(d, f"{LINKS_DIR}/{i}") for i, d in enumerate(links)),
                 *ca_mounts,
             ),
-            env={"PIP_CERT": CA_PATH} if ca else {},
+            env={
+                **(provider.environment(target) if provider else {}),
+                **({"PIP_CERT": CA_PATH} if ca else {}),
+            },
             network=True,
         ),
         log,
     )
+    if not res.ok and provider and (err := provider.failure(target, res.output)):
+        raise ConfigError(f"fetch: {err.message}; log: {log}", fix=err.fix)
     if not res.ok:
         raise BuildError(
             f"could not fetch {', '.join(requirements)} as wheels for the "
@@ -209,6 +215,7 @@ def fetch_pinned(
     dest: Path,
     cache: Path,
     logs: Path,
+    target: Target | None = None,
 ) -> Path:
     """Exactly the locked build inputs: from the wheel store when a file with the locked
     sha256 is there, else `name==version` through pip (no dependency resolution: the lock
@@ -232,6 +239,7 @@ def fetch_pinned(
             cache,
             logs / "fetch.log",
             extra=("--no-deps",),
+            target=target,
         )
     got = {p.name: pypi.sha256_of(p) for p in dest.iterdir() if p.is_file()}
     wanted = {e.filename: e.sha256 for e in entries}

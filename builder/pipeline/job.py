@@ -114,6 +114,7 @@ class Pipeline:
                 deps,
                 req.cache,
                 work / "logs",
+                target=req.targets[0],
             )
         else:
             fetch.fetch_wheels(
@@ -124,6 +125,7 @@ class Pipeline:
                 deps,
                 req.cache,
                 work / "logs" / "fetch.log",
+                target=req.targets[0],
             )
         lock += pypi.lock_entries_from_dir(deps, "build")
         keys = target_keys(req, recipe, lock)
@@ -151,6 +153,7 @@ class Pipeline:
                         work / "logs" / "fetch.log",
                         mounts=[r.wheel.parent],
                         links=req.find_links,
+                        target=r.target,
                     )
                     dist = r.wheel.name.split("-")[0]
                     for p in rt_deps.iterdir():  # the wheel under test came along: not a dep

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 from builder.engines.base import Mount, RunSpec
+from builder.errors import ConfigError
 from builder.images import scripts as steps
 from builder.images.paths import IN_DIR, QEMU_PATH, RT_DEPS_DIR
 from builder.pipeline.fetch import tail
 from builder.pipeline.model import RunContext, Status, TargetResult
+from builder.providers import get_provider
 from builder.targets.cputest import CpuTestPlan, interpret, plan_here, usable_qemu
 from builder.wheels import contents
 
@@ -48,17 +50,26 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
         python_code=recipe.test_python,
         pre_commands=recipe.test_pre_commands,
     )
-    mounts = [Mount(r.wheel.parent, IN_DIR), Mount(rt_deps, RT_DEPS_DIR)]
+    provider = get_provider(t.provider)  # a test loads the recipe's runtime_modules only
+    mounts = [*provider.binds(t), Mount(r.wheel.parent, IN_DIR), Mount(rt_deps, RT_DEPS_DIR)]
     if plan.mode == "qemu":
         mounts.append(Mount(qemu, QEMU_PATH))
     r.test_log = ctx.work / "logs" / f"{t.id}.test.log"
     ctx.progress(t.id, f"test ({plan.mode}, network off)")
     t0 = time.monotonic()
     res = ctx.engine.run(
-        RunSpec(image=image, command=["sh", "-c", script], mounts=tuple(mounts), network=False),
+        RunSpec(
+            image=image,
+            command=provider.step_command(t, script, recipe.runtime_modules),
+            mounts=tuple(mounts),
+            env=provider.environment(t),
+            network=False,
+        ),
         r.test_log,
     )
     r.seconds["test"] = time.monotonic() - t0
+    if not res.ok and (err := provider.failure(t, res.output)):
+        raise ConfigError(f"{t.id}: {err.message}; log: {r.test_log}", fix=err.fix)
     verdict = interpret(res.exit_code, res.output, plan, t.cpu_level)
     if verdict.status == "passed":
         r.status = Status.TESTED

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.engines.base import Mount
-from builder.errors import CbuildError
+from builder.errors import CbuildError, ConfigError
 from builder.images.spec import ImageSpec
 from builder.providers import cvmfs_env as cv
 from builder.providers.base import PythonSource, target_image
@@ -66,6 +66,19 @@ class CvmfsProvider:
             "modules": list(self.modules(target, modules)),
             "environment": cv.environment(target, s),
         }
+
+    def unavailable(self, target: Target) -> CbuildError | None:
+        """The stack not mounted here: a clear error before any image is built (a python/X.Y
+        module the stack lacks is the step's error, naming the module)."""
+        s = self.settings(target.stack)
+        if cv.available(s, host_mount()):
+            return None
+        return ConfigError(
+            f"--provider cvmfs: the {s.stack} stack is not mounted here "
+            f"(no {s.host_repository(host_mount()) / s.profile})",
+            fix=f"mount {s.repository} (a CVMFS client; `cbuild doctor` checks it), set "
+            f"{MOUNT_VARIABLE} to the folder that holds it, or use --provider standalone",
+        )
 
     def available(self, stack: Stack) -> bool:
         """The stack's profile is there to source (autofs mounts the repository on access)."""
