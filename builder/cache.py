@@ -25,6 +25,11 @@ class Cache:
         return self.root / "sdists"
 
     @property
+    def sources(self) -> Path:
+        """Pinned source tarballs of image layers (CPython), by file name, checked by sha256."""
+        return self.root / "sources"
+
+    @property
     def wheels(self) -> Path:
         """The wheel store: wheels fetched from an index, shared by targets and runs."""
         return self.root / "wheels"

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -21,6 +22,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from builder.engines.base import Progress, RunResult, RunSpec
 from builder.errors import EngineError
 from builder.images.paths import LOG_PATH
+from builder.images.python import ensure
 from builder.images.spec import BASE_ARG, BaseImage, ImageSpec, render_containerfile
 
 RUN_LABEL = "org.cbuild.run"
@@ -59,6 +61,24 @@ def connect(sockets: list[str] | None = None, timeout: int = 3600) -> docker.Doc
         except (docker.errors.DockerException, RequestsConnectionError, OSError) as exc:
             tried.append(f"{url} ({type(exc).__name__})")
     raise EngineError("no container engine answers; tried " + ", ".join(tried), fix=NO_ENGINE_FIX)
+
+
+def _definition(spec: ImageSpec, progress: Progress) -> dict[str, Any]:
+    """The Containerfile alone, or with the layers' input files a build context (a tar)
+    holding it and them, each fetched or found on the host and checked by sha256."""
+    text = render_containerfile(spec).encode()
+    if not spec.inputs:
+        return {"fileobj": io.BytesIO(text)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Containerfile")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+        for src in spec.inputs:
+            progress(f"input {src.file}")
+            tar.add(ensure(src), arcname=src.file)
+    buf.seek(0)
+    return {"fileobj": buf, "custom_context": True, "dockerfile": "Containerfile"}
 
 
 class DockerEngine:
@@ -154,7 +174,7 @@ class DockerEngine:
         base = self.ensure_base(spec.base, progress)
         progress(f"building {spec.tag}")
         stream = self.client.api.build(
-            fileobj=io.BytesIO(render_containerfile(spec).encode()),
+            **_definition(spec, progress),
             tag=spec.tag,
             buildargs={BASE_ARG: base},
             network_mode="host",

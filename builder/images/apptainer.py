@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 
+from builder.images.paths import INPUTS_DIR
 from builder.images.spec import BaseImage, ImageSpec
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -49,6 +50,20 @@ def _packages_post(spec: ImageSpec) -> list[str]:
         f"       {spec.packages[-1]}",
         "    rm -rf /var/lib/apt/lists/*",
     ]
+
+
+def _layers_post(spec: ImageSpec) -> list[str]:
+    return [f"    {line}" for layer in spec.layers for line in layer.script]
+
+
+def _files(spec: ImageSpec, where: dict[str, str] | None = None) -> list[str]:
+    """The layers' input files (`where`: file name -> its path for the build; default the
+    bare name, beside the definition), copied in before %post runs."""
+    if not spec.inputs:
+        return []
+    where = where or {}
+    rows = [f"    {where.get(s.file, s.file)} {INPUTS_DIR}/{s.file}" for s in spec.inputs]
+    return ["%files", *rows, ""]
 
 
 def _steps_post(spec: ImageSpec) -> list[str]:
@@ -84,9 +99,11 @@ def render_apptainer(spec: ImageSpec, header: str | None = None) -> str:
             "# No registry? README, section Apptainer, gives the header for Debian's mirror.",
             (header or docker_header(spec.base)).rstrip("\n"),
             "",
+            *_files(spec),
             "%post",
             "    set -e",
             *_packages_post(spec),
+            *_layers_post(spec),
             *_steps_post(spec),
             "",
             *_environment(spec),
@@ -98,20 +115,26 @@ def render_apptainer(spec: ImageSpec, header: str | None = None) -> str:
 
 
 def base_stage_key(spec: ImageSpec, header: str) -> str:
-    """What the base stage depends on: its header and the packages, not the target."""
-    return hashlib.sha256(f"{header}\n{spec.packages}".encode()).hexdigest()[:16]
+    """What the base stage depends on: its header, the packages and the shared layers (a
+    Python built from source), not the target."""
+    layers = f"\n{spec.layers}" if spec.layers else ""  # as before layers existed
+    return hashlib.sha256(f"{header}\n{spec.packages}{layers}".encode()).hexdigest()[:16]
 
 
-def render_base_stage(spec: ImageSpec, header: str) -> str:
-    """Stage 1, shared by every target with the same base and packages."""
+def render_base_stage(spec: ImageSpec, header: str, inputs: dict[str, str] | None = None) -> str:
+    """Stage 1, shared by every target with the same base, packages and layers; `inputs`:
+    where the build finds each layer input file."""
     return "\n".join(
         [
-            f"# cbuild base stage for {spec.base.ref} with {len(spec.packages)} packages",
+            f"# cbuild base stage for {spec.base.ref} with {len(spec.packages)} packages"
+            + "".join(f", layer {layer.name}" for layer in spec.layers),
             header.rstrip("\n"),
             "",
+            *_files(spec, inputs),
             "%post",
             "    set -e",
             *_packages_post(spec),
+            *_layers_post(spec),
             "",
         ]
     )

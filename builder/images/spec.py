@@ -11,6 +11,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from builder.images.paths import INPUTS_DIR
+
 RENDERER_VERSION = 1  # bump when rendering changes meaning without changing the spec
 BASE_ARG = "BASE"
 
@@ -28,6 +30,27 @@ class BaseImage:
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    """One input file pinned by sha256 and the mirrors that serve it (all the same bytes);
+    builder.images.python finds or fetches it on the host."""
+
+    file: str
+    sha256: str
+    mirrors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Built once and shared by every image with the same base and packages (the level never
+    enters it): a Docker layer the engine's cache reuses, part of Apptainer's base stage.
+    Its input files are copied to INPUTS_DIR first (the engines' build context)."""
+
+    name: str  # "python3.13"
+    script: tuple[str, ...]  # shell lines, run as one
+    inputs: tuple[SourceFile, ...] = ()
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     name: str  # target id
     base: BaseImage
@@ -35,11 +58,19 @@ class ImageSpec:
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     steps: tuple[str, ...] = field(default=())  # shell run once at build time, after packages
+    layers: tuple[Layer, ...] = ()  # after the packages, before the steps; shared by levels
 
     @property
     def hash(self) -> str:
-        payload = json.dumps([RENDERER_VERSION, asdict(self)], sort_keys=True)
+        # Fields at their defaults stay out: images defined before them keep their hash.
+        data = {k: v for k, v in asdict(self).items() if v or k != "layers"}
+        payload = json.dumps([RENDERER_VERSION, data], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def inputs(self) -> tuple[SourceFile, ...]:
+        """Files the layers copy in: the engine sends them with the definition."""
+        return tuple(src for layer in self.layers for src in layer.inputs)
 
     @property
     def tag(self) -> str:
@@ -57,6 +88,7 @@ def render_containerfile(spec: ImageSpec) -> str:
         "    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\",
         *(f"       {p} \\" for p in spec.packages),
         "    && rm -rf /var/lib/apt/lists/*",
+        *(line for layer in spec.layers for line in render_layer(layer)),
         *(f"RUN {s}" for s in spec.steps),
         *(f"ENV {k}={json.dumps(v)}" for k, v in spec.env),
         *(f"LABEL {k}={json.dumps(v)}" for k, v in spec.labels),
@@ -64,3 +96,13 @@ def render_containerfile(spec: ImageSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_layer(layer: Layer) -> list[str]:
+    """COPY of the inputs (from the build context: files named as pinned), then one RUN."""
+    body = " \\\n    ".join(f"{line};" if line != "set -e" else "set -e;" for line in layer.script)
+    return [
+        f"# layer {layer.name}: shared by every level of the stack",
+        *(f"COPY {src.file} {INPUTS_DIR}/{src.file}" for src in layer.inputs),
+        f"RUN {body.rstrip(';')}",
+    ]

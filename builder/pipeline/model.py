@@ -113,14 +113,15 @@ class TargetResult:
     def __post_init__(self) -> None:
         self.status = Status(self.status)  # given as its string too
 
-    def adopt(self, built: TargetResult) -> None:
-        """Take another target's pure wheel: built once, tested on every target."""
+    def adopt(self, built: TargetResult, kind: str = "pure") -> None:
+        """Take another target's wheel that serves this one too (`kind`: "pure", or "abi3"
+        from an older Python): built once, tested on every target."""
         self.wheel, self.sha256, self.is_pure = built.wheel, built.sha256, built.is_pure
         self.content_digest, self.build_log = built.content_digest, built.build_log
         self.source_date_epoch, self.status = built.source_date_epoch, Status.BUILT
         self.build_env, self.build_facts = built.build_env, built.build_facts
         self.build_key, self.built_on = built.build_key, built.built_on
-        self.reason = f"pure wheel: built once on {built.target.id}"
+        self.reason = f"{kind} wheel: built once on {built.target.id}"
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from builder.errors import ConfigError
+from builder.errors import CbuildError, ConfigError
 from builder.images.spec import ImageSpec
 from builder.providers.base import Provider, PythonSource
 from builder.providers.cvmfs import CvmfsProvider
@@ -46,10 +46,34 @@ def choose(name: str) -> tuple[str, str]:
     return "standalone", f"auto: {why}"
 
 
+def unbuildable(targets: list[Target]) -> dict[Target, CbuildError]:
+    """The targets their provider cannot build here, with why and the fix (a Python's source
+    that no mirror serves, say); asked once per provider and Python, not per level."""
+    why: dict[tuple[str, str, str], CbuildError | None] = {}
+    out = {}
+    for t in targets:
+        key = (t.provider, t.stack.name, t.python)
+        if key not in why:
+            why[key] = get_provider(t.provider).unavailable(t)
+        if why[key]:
+            out[t] = why[key]
+    return out
+
+
 def spec_for(target: Target, extra_packages: tuple[str, ...] = ()) -> ImageSpec:
     """The target's image, made by its provider; a recipe's system packages make an image of
     their own (a different definition, so a different hash and tag)."""
     return get_provider(target.provider).image_spec(target, extra_packages)
 
 
-__all__ = ["CHOICES", "PROVIDERS", "Provider", "PythonSource", "choose", "get_provider", "spec_for"]
+__all__ = [
+    "CHOICES",
+    "PROVIDERS",
+    "CvmfsProvider",
+    "Provider",
+    "PythonSource",
+    "choose",
+    "get_provider",
+    "spec_for",
+    "unbuildable",
+]

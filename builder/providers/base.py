@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from builder.engines.base import Mount
 from builder.errors import CbuildError
 from builder.images.paths import DEPS_DIR, OUT_DIR, SRC_DIR
+from builder.images.python import CPython
 from builder.images.spec import BaseImage, ImageSpec
 from builder.targets.model import Stack, Target
 
@@ -58,9 +59,9 @@ class Provider(Protocol):
 
     def pythons(self, stack: Stack) -> tuple[PythonSource, ...]: ...
 
-    def unavailable(self, target: Target) -> str | None:
-        """Why the target cannot be built here (its Python's source unreachable, say);
-        None when it can."""
+    def unavailable(self, target: Target) -> CbuildError | None:
+        """Why the target cannot be built here (its Python's source unreachable, say), with
+        the fix; None when it can."""
         ...
 
     def glibc_floor(self, stack: Stack) -> str | None:

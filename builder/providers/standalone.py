@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from builder.engines.base import Mount
-from builder.errors import CbuildError
-from builder.images.spec import ImageSpec
+from builder.errors import CbuildError, ConfigError
+from builder.images.python import CPython, sources_fix, with_cpython
+from builder.images.python import unavailable as cpython_unavailable
+from builder.images.spec import ImageSpec, SourceFile
 from builder.providers.base import PythonSource, target_image
 from builder.targets.model import Stack, Target
 
@@ -22,7 +24,10 @@ class StandaloneProvider:
         return stack.providers[self.name]
 
     def image_spec(self, target: Target, extra_packages: tuple[str, ...] = ()) -> ImageSpec:
-        return target_image(self.name, target, self.settings(target.stack), extra_packages)
+        table = self.settings(target.stack)
+        spec = target_image(self.name, target, table, extra_packages)
+        py = self.python(target.stack, target.python).cpython
+        return spec if py is None else with_cpython(spec, py, tuple(table["apt_packages"]))
 
     def binds(self, target: Target) -> tuple[Mount, ...]:
         return ()
@@ -40,9 +45,46 @@ class StandaloneProvider:
         return {}
 
     def pythons(self, stack: Stack) -> tuple[PythonSource, ...]:
+        """Each Python of the table's `pythons`: the distribution's, or CPython from source."""
         prov = self.settings(stack)
-        where = f"{prov['distribution']} {prov['suite']}'s python3 package"
-        return tuple(PythonSource(v, where) for v in stack.provider_pythons(self.name))
+        system = f"{prov['distribution']} {prov['suite']}'s python3 package"
+        out = []
+        for version in stack.provider_pythons(self.name):
+            entry = prov.get("pythons", {}).get(version, {"from": "system"})
+            if entry.get("from", "system") == "system":
+                out.append(PythonSource(version, system))
+                continue
+            try:
+                py = CPython(
+                    version=version,
+                    release=entry["release"],
+                    prefix=prov["cpython_prefix"].format(python=version),
+                    tarball=SourceFile(entry["file"], entry["sha256"], tuple(entry["mirrors"])),
+                    build_packages=tuple(prov["cpython_build_packages"]),
+                )
+            except KeyError as exc:
+                raise ConfigError(
+                    f"[providers.{self.name}.pythons.{version!r}] of stack {stack.name!r}: "
+                    f"no {exc.args[0]!r}",
+                    fix="a `from = \"source\"` Python needs release, file, sha256, mirrors "
+                    "(and the table cpython_prefix, cpython_build_packages)",
+                ) from None
+            out.append(PythonSource(version, f"CPython {py.release} built from source", py))
+        return tuple(out)
+
+    def python(self, stack: Stack, version: str) -> PythonSource:
+        for src in self.pythons(stack):
+            if src.version == version:
+                return src
+        raise ConfigError(
+            f"the {self.name} provider has no Python {version} for stack {stack.name!r}",
+            fix=f"use one of {', '.join(stack.provider_pythons(self.name))}",
+        )
+
+    def unavailable(self, target: Target) -> ConfigError | None:
+        py = self.python(target.stack, target.python).cpython
+        why = py and cpython_unavailable(py.tarball)
+        return ConfigError(why, fix=sources_fix(py.tarball)) if py and why else None
 
     def glibc_floor(self, stack: Stack) -> str | None:
         glibc = self.settings(stack).get("glibc")

@@ -6,7 +6,7 @@ Stacks are data files in `builder/targets/stacks/`; this module only reads and c
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -31,10 +31,20 @@ class Stack:
     def folder_for_level(self, name: str) -> str:
         return self.generic_folder if name == "generic" else self.level_folder.format(level=name)
 
+    @property
+    def default_python(self) -> str:
+        """The Python of the ids without a suffix: the stack's first."""
+        return self.pythons[0]
+
     def provider_pythons(self, provider: str) -> tuple[str, ...]:
         """The Pythons a provider builds for here (its `pythons`; else the stack's), the
         provider's own facts read from its table (builder.providers reads them the same way)."""
         return tuple(self.providers.get(provider, {}).get("pythons", self.pythons))
+
+
+def python_suffix(version: str) -> str:
+    """The id suffix of a Python: "3.13" -> "py313"."""
+    return "py" + version.replace(".", "")
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,19 @@ class Target:
 
     @property
     def id(self) -> str:
+        """`gentoo2023-x86-64-v3[-cuda12][-py313]`: the stack's default Python (its first)
+        has no suffix, so every id made before the Python axis names the same target."""
         base = f"{self.stack.name}-{self.level_name}"
-        return base if self.accelerator == "cpu" else f"{base}-{self.accelerator}"
+        if self.accelerator != "cpu":
+            base += f"-{self.accelerator}"
+        if self.python != self.stack.default_python:
+            base += f"-{python_suffix(self.python)}"
+        return base
+
+    @property
+    def python_tag(self) -> str:
+        """The interpreter's wheel tag: "cp313"."""
+        return "cp" + self.python.replace(".", "")
 
     @property
     def is_generic(self) -> bool:
@@ -114,28 +135,56 @@ def stack_names() -> list[str]:
 
 
 def all_targets(
-    provider: str = "standalone", accelerators: tuple[str, ...] = ("cpu",)
+    provider: str = "standalone",
+    accelerators: tuple[str, ...] = ("cpu",),
+    pythons: tuple[str, ...] | None = None,
 ) -> list[Target]:
-    """Every target a provider can build. CUDA targets exist in the model; no provider builds
-    them yet, so they are listed only when asked for."""
+    """Every target of a provider: each level x each of its Pythons (`pythons` narrows
+    them), the stack's default Python first. Whether the provider can build one *here* is
+    its own question (Provider.unavailable). CUDA targets exist in the model; they are listed
+    only when asked for."""
     out = []
     for name in stack_names():
         stack = load_stack(name)
-        python = stack.provider_pythons(provider)[0]
-        for acc in accelerators:
-            out += [Target(stack, lv, acc, python, provider) for lv in stack.levels]
+        offered = stack.provider_pythons(provider)
+        for py in offered if pythons is None else [p for p in offered if p in pythons]:
+            for acc in accelerators:
+                out += [Target(stack, lv, acc, py, provider) for lv in stack.levels]
     return out
 
 
-def resolve(ids: list[str], provider: str = "standalone") -> list[Target]:
-    known = {t.id: t for t in all_targets(provider)}
+def check_pythons(pythons: tuple[str, ...], provider: str = "standalone") -> None:
+    """Each of `pythons` is one some stack's provider offers."""
+    offered = {p for n in stack_names() for p in load_stack(n).provider_pythons(provider)}
+    if unknown := [p for p in pythons if p not in offered]:
+        raise ConfigError(
+            f"no stack offers Python {', '.join(unknown)} with the {provider} provider",
+            fix=f"use --python {' or '.join(sorted(offered))}",
+        )
+
+
+def resolve(
+    ids: list[str], provider: str = "standalone", pythons: tuple[str, ...] = ()
+) -> list[Target]:
+    """Targets by id. With `pythons`, each id stands for its level and accelerator on each
+    of them (`-t gentoo2023-x86-64-v3 --python 3.13` is `gentoo2023-x86-64-v3-py313`); an id
+    with the default Python's own suffix (`-py311`) names the unsuffixed target."""
+    check_pythons(pythons, provider)
+    every = all_targets(provider)
+    known = {t.id: t for t in every}
+    for t in every:
+        known.setdefault(f"{t.id}-{python_suffix(t.python)}", t)
     unknown = [i for i in ids if i not in known]
     if unknown:
+        listed = [t.id for t in all_targets(provider)]
         raise ConfigError(
             f"unknown target id {', '.join(map(repr, unknown))}",
-            fix=f"use one of: {', '.join(known)} (see `cbuild targets`)",
+            fix=f"use one of: {', '.join(listed)} (see `cbuild targets`)",
         )
-    return [known[i] for i in dict.fromkeys(ids)]
+    picked = [known[i] for i in ids]
+    if pythons:
+        picked = [replace(t, python=p) for t in picked for p in pythons]
+    return list(dict.fromkeys(picked))
 
 
 def github_matrix(targets: list[Target]) -> dict[str, Any]:
