@@ -311,7 +311,7 @@ def legacy_view(v: dict[str, str], case: Case) -> dict[str, Any]:
     out["TEST_COMMAND"] = _statements(_expand_version(test, ver))
     if test or not name.strip():
         out["PYTHON_IMPORT_NAME"] = []
-    elif name == case.package:
+    elif name in (case.package, case.package.replace("-", "_")):
         out["PYTHON_IMPORT_NAME"] = None  # derived from the wheel, as the legacy guesses do
     else:
         out["PYTHON_IMPORT_NAME"] = name.replace(",", " ").split()
@@ -435,7 +435,20 @@ FIELD_VARS = {
     "PYTHON_TESTS": ("PYTHON_TESTS", "TEST_COMMAND"),
 }
 # Omissions that hide what they cover (another script, a loop's body): any field may change.
-COVERS_ALL = ("calls another script", "shell control flow", "a shell function", "unterminated")
+COVERS_ALL = ("`exit` ends", "calls another script", "shell control flow", "a shell function",
+              "unterminated")  # fmt: skip
+
+
+COMMAND_FIELDS = ("PRE_BUILD_COMMANDS", "POST_BUILD_COMMANDS", "TEST_COMMAND",
+                  "PRE_TEST_COMMANDS", "PRE_DOWNLOAD_COMMANDS")  # fmt: skip
+
+
+def _words(command: str) -> str:
+    """A command after quote removal: `'s/a/'"1.0"'/'` and `'s/a/1.0/'` are one word."""
+    try:
+        return shlex.join(shlex.split(command))
+    except ValueError:
+        return command
 
 
 def _target(stack: str) -> Any:
@@ -449,7 +462,7 @@ def measure(root: Path, verbose: bool) -> dict[str, Any]:
     siblings = {p.stem.lower() for p in configs}
     groups: dict[str, list[Path]] = {}
     for c in configs:
-        groups.setdefault(package_of(c)[0], []).append(c)
+        groups.setdefault(canonicalize_name(package_of(c)[0]), []).append(c)
     out = Path(tempfile.mkdtemp(prefix="legacy-measure-"))
     results, crashes = [], []
     for files in groups.values():
@@ -470,8 +483,8 @@ def measure(root: Path, verbose: bool) -> dict[str, Any]:
     for r in results:
         for s in r.skipped:
             reasons[re.sub(r"'[^']*'|\$\w+|\d[\w.]*|\S+\.patch", "…", s.reason)[:90]] += 1
-        if r.recipe is None or r.errors:
-            continue
+        if r.recipe is None or r.errors or any(s.line == 0 for s in r.skipped):
+            continue  # not converted (a file build_wheel.sh cannot tell from another)
         todo = cases(r.config, siblings)
         for case, values in zip(todo, source_in_bash(r.config, todo, tools), strict=True):
             where = f"{r.config.name} (version {case.version}, gentoo{case.stack})"
@@ -488,6 +501,9 @@ def measure(root: Path, verbose: bool) -> dict[str, Any]:
                 got = rv.get(key)
                 if key == "env":  # the legacy builder's own exports are not the config's
                     want = {k: x for k, x in want.items() if not _builder_export(k, x)}
+                    got = {k: x for k, x in got.items() if not _builder_export(k, x)}
+                if key in COMMAND_FIELDS and isinstance(got, list):  # after quote removal
+                    got, want = [_words(c) for c in got], [_words(c) for c in want]
                 if got == want:
                     continue
                 names = FIELD_VARS.get(key, (key,))

@@ -501,7 +501,7 @@ class _Converter:
         self.set(atoms, "package", "import_names", names)
 
     def v_python_tests(self, scope: _Scope, atoms: Any, value: Word, line: int) -> None:
-        code = self.x(value, scope, "shell").strip()
+        code = self.x(value, scope, "plain").strip()  # Python, which no shell expands later
         if (test := scope.lookup("TEST_COMMAND")) and self.x(test.value, scope, "shell").strip():
             raise Unconvertible("never ran: TEST_COMMAND replaces the import test and its code")
         if code:
@@ -717,7 +717,8 @@ def _split_exports(text: str) -> tuple[dict[str, str], str]:
             break  # an expansion: the shell must do it at build time
         env[m[1]] = words[0]
         rest.pop(0)
-    return env, "\n".join(rest)
+    # Without exports taken out, the text stays as written (its `;` and lines untouched).
+    return env, "\n".join(rest) if env else text.strip()
 
 
 def _split_semicolons(line: str) -> list[str]:

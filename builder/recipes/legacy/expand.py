@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
-from builder.recipes.legacy.shell import Word, _read_subst
+from builder.recipes.legacy.shell import Word
 from builder.recipes.legacy.variables import (
     _DEFAULTS_VARS,
     _STACK_VAR,
@@ -92,12 +92,12 @@ class _Expander:
                 i += 2
                 continue
             if text.startswith("$(", i) or text[i] == "`":
-                if mode == "shell":
-                    j = _read_subst(text, i) if text[i] == "$" else text.index("`", i + 1) + 1
-                    out.append(text[i:j])
-                    i = j
-                    continue
-                raise Unconvertible("command substitution, which only the legacy script runs")
+                # Unquoted or in double quotes: bash ran it when it read the config, where
+                # the build's shell would run it later, elsewhere.
+                raise Unconvertible(
+                    "a command substitution that bash ran when it read the config (escape it "
+                    "as \\$( or single-quote it to run it in the build)"
+                )
             m = _VAR.match(text, i)
             if not m:
                 out.append(self._escape(text[i], mode))
@@ -135,6 +135,11 @@ class _Expander:
             raise Unconvertible(
                 "uses $VERSION where a fixed value is needed (a [versions] table can hold it)"
             )
+        if name in ("WHEEL_NAME", "ARCHNAME") and not scope.lookup(name):
+            raise Unconvertible(
+                f"${name} is empty when bash reads the config (build_wheel.sh sets it later): "
+                f"escape it as \\${name} to use the build's value"
+            )
         try:
             value = self._value(name, raw, scope, mode, shadow)
         except Unconvertible:
@@ -168,6 +173,7 @@ class _Expander:
             return self.package  # build_wheel.sh's defaults
         if name in BUILDER_ENV:
             return BUILDER_ENV[name]
+
         if name in shadow or name in LEGACY_VARIABLES or name in _DEFAULTS_VARS:
             return None  # unset, as build_wheel.sh leaves it
         if LEGACY_ENV.fullmatch(name) or raw[1:2] != "{" or raw == f"${{{name}}}":
