@@ -19,7 +19,10 @@ from builder.images.paths import (
     RT_DEPS_DIR,
     SHIM_DIR,
     SRC_DIR,
+    STORE_DIR,
     TEST_ENV,
+    TOOLS_DIR,
+    TOOLS_ENV,
 )
 from builder.targets.binfmt import RULES, UNAVAILABLE, launcher_source
 
@@ -69,6 +72,37 @@ def build_script(
     A recipe's patches (mounted at PATCHES_DIR) apply in order after unpacking; its pre-build
     and post-build commands run in the source folder in this same shell, so an `export` or a
     `cd` carries on to the build. $VERSION is the version; after the build, $WHEEL the wheel."""
+    after = [f"WHEEL=$(echo {OUT_DIR}/*.whl)"] if post_build else []
+    for i, cmd in enumerate(post_build, 1):
+        after += [f"echo {shlex.quote(f'{STEP_MARK} post_build {i}')}", cmd]
+    return "\n".join(
+        [
+            *_build_env_and_source(
+                sdist_name, top_folder, build_requires, patches, pre_build, version, post_build
+            ),
+            # setuptools >= 72 lets $CFLAGS replace Python's own (-DNDEBUG -fwrapv -g ...)
+            # where older ones appended to them: keep Python's first, the target's after.
+            f'export CFLAGS="$({BUILD_ENV}/bin/python -c {shlex.quote(_PY_CFLAGS)}) $CFLAGS"',
+            f"{_pip(BUILD_ENV)} wheel --no-index --find-links {DEPS_DIR} --no-deps"
+            f" --no-build-isolation -v -w {OUT_DIR} {_q(pip_args)} .",
+            *after,
+            "",
+        ]
+    )
+
+
+def _build_env_and_source(
+    sdist_name: str,
+    top_folder: str,
+    build_requires: list[str],
+    patches: tuple[str, ...],
+    pre_build: tuple[str, ...],
+    version: str,
+    post_build: tuple[str, ...] = (),
+) -> list[str]:
+    """The build's venv with its requirements from DEPS_DIR, and the source unpacked, patched
+    and prepared (pre-build commands), the shell in its folder: the build and the fetch step's
+    backend query start the same way."""
     src = f"{SRC_DIR}/{top_folder}"
     recipe_lines = [f"VERSION={shlex.quote(version)}"] if pre_build or post_build else []
     for name in patches:
@@ -81,23 +115,78 @@ def build_script(
         ]
     for i, cmd in enumerate(pre_build, 1):
         recipe_lines += [f"echo {shlex.quote(f'{STEP_MARK} pre_build {i}')}", cmd]
-    after = [f"WHEEL=$(echo {OUT_DIR}/*.whl)"] if post_build else []
-    for i, cmd in enumerate(post_build, 1):
-        after += [f"echo {shlex.quote(f'{STEP_MARK} post_build {i}')}", cmd]
+    return [
+        "set -e",
+        f"python3 -m venv --without-pip {BUILD_ENV}",
+        f"{_pip(BUILD_ENV)} install --no-index --find-links {DEPS_DIR} -q {_q(build_requires)}",
+        _unpack(f"{IN_DIR}/{sdist_name}", SRC_DIR),
+        f"cd {shlex.quote(src)}",
+        *recipe_lines,
+    ]
+
+
+# pypa/build, in a venv of its own: only the fetch step runs it, to ask the backend.
+BUILD_FRONTEND = "build==1.2.2.post1"
+BACKEND_MARK = "::cbuild-backend-requires::"
+# Run by the frontend's venv in the prepared source: the backend's own requirements for a
+# wheel (PEP 517 get_requires_for_build_wheel, run by the build's venv), and those of them
+# the build's venv does not satisfy, written one a line to argv[2].
+_BACKEND_PROBE = f"""\
+import json, subprocess, sys
+from build import ProjectBuilder
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+env, out = sys.argv[1], sys.argv[2]
+asked = sorted(ProjectBuilder(".", python_executable=env).get_requires_for_build("wheel"))
+code = ("import importlib.metadata as m, json; "
+        "print(json.dumps([(d.metadata['Name'], d.version) for d in m.distributions()]))")
+installed = json.loads(subprocess.check_output([env, "-c", code]))
+have = {{canonicalize_name(n): v for n, v in installed}}
+def met(text):
+    r = Requirement(text)
+    if r.marker is not None and not r.marker.evaluate({{"extra": ""}}):
+        return True
+    v = have.get(canonicalize_name(r.name))
+    return v is not None and r.specifier.contains(Version(v), prereleases=True)
+missing = [r for r in asked if not met(r)]
+open(out, "w").write("".join(r + "\\n" for r in missing))
+print("{BACKEND_MARK}" + json.dumps({{"asked": asked, "missing": missing}}))
+"""
+
+
+def backend_requires_script(
+    sdist_name: str,
+    top_folder: str,
+    build_requires: list[str],
+    *,
+    patches: tuple[str, ...] = (),
+    pre_build: tuple[str, ...] = (),
+    version: str = "",
+    offline: bool = False,
+) -> str:
+    """Fetch step, network on: the build's venv and source as the build makes them, then what
+    the backend asks for besides (pypa/build's ProjectBuilder, in TOOLS_ENV); what the venv
+    lacks is downloaded into DEPS_DIR beside the build's requirements. `offline`: from
+    DEPS_DIR only (a rebuild's locked files): a requirement missing there is an error."""
+    index = " --no-index" if offline else ""
+    missing = f"{TOOLS_DIR}/missing.txt"
     return "\n".join(
         [
             "set -e",
-            f"python3 -m venv --without-pip {BUILD_ENV}",
-            f"{_pip(BUILD_ENV)} install --no-index --find-links {DEPS_DIR} -q {_q(build_requires)}",
-            _unpack(f"{IN_DIR}/{sdist_name}", SRC_DIR),
-            f"cd {shlex.quote(src)}",
-            *recipe_lines,
-            # setuptools >= 72 lets $CFLAGS replace Python's own (-DNDEBUG -fwrapv -g ...)
-            # where older ones appended to them: keep Python's first, the target's after.
-            f'export CFLAGS="$({BUILD_ENV}/bin/python -c {shlex.quote(_PY_CFLAGS)}) $CFLAGS"',
-            f"{_pip(BUILD_ENV)} wheel --no-index --find-links {DEPS_DIR} --no-deps"
-            f" --no-build-isolation -v -w {OUT_DIR} {_q(pip_args)} .",
-            *after,
+            f"python3 -m pip download --only-binary=:all: -q --dest {TOOLS_DIR}"
+            f" --find-links {STORE_DIR} {shlex.quote(BUILD_FRONTEND)}",
+            f"python3 -m venv --without-pip {TOOLS_ENV}",
+            f"{_pip(TOOLS_ENV)} install --no-index --find-links {TOOLS_DIR} -q"
+            f" {shlex.quote(BUILD_FRONTEND)}",
+            *_build_env_and_source(
+                sdist_name, top_folder, build_requires, patches, pre_build, version
+            )[1:],
+            f"{TOOLS_ENV}/bin/python -c {shlex.quote(_BACKEND_PROBE)} {BUILD_ENV}/bin/python"
+            f" {missing}",
+            f"if [ -s {missing} ]; then python3 -m pip download --only-binary=:all:"
+            f" --dest {DEPS_DIR} --find-links {DEPS_DIR} --find-links {STORE_DIR}{index}"
+            f" -r {missing}; fi",
             "",
         ]
     )

@@ -24,6 +24,7 @@ from builder.engines.base import Engine
 from builder.errors import ConfigError
 from builder.images.paths import IN_DIR
 from builder.pipeline import fetch
+from builder.pipeline.backend import backend_requires
 from builder.pipeline.build import build
 from builder.pipeline.keys import record_run, target_keys, target_spec, up_to_date
 from builder.pipeline.model import RunContext, RunReport, Status, TargetResult, WheelRequest
@@ -127,6 +128,9 @@ class Pipeline:
                 work / "logs" / "fetch.log",
                 target=req.targets[0],
             )
+        # What the backend asks for besides (PEP 517), fetched and locked like the rest.
+        asked = (self.engine, self.progress, images, req, recipe, sdist, facts)
+        build_requires += backend_requires(*asked, build_requires, deps, work)
         lock += pypi.lock_entries_from_dir(deps, "build")
         keys = target_keys(req, recipe, lock)
         ctx = RunContext(
