@@ -78,15 +78,25 @@ def test_workflow_plumbs_the_matrix_from_cbuild() -> None:
     assert build["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
     runs = "\n".join(s.get("run", "") for s in build["steps"])
     assert 'cbuild wheel "$PACKAGE" "$VERSION" --target "${{ matrix.target }}"' in runs
-    assert "--wheelhouse wheelhouse --json" in runs
+    assert "--wheelhouse wheelhouse --unplaced unplaced --json" in runs
     for tool in ("podman", "runc", "qemu-user-static", "mmdebstrap"):
         assert re.search(rf"apt-get install[^\n]*(\\\n[^\n]*)*\b{tool}\b", runs), tool
     assert "podman system service" in runs
     uploads = [
         s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@")
     ]
-    wheelhouse = [s for s in uploads if s["with"]["path"].rstrip("/") == "wheelhouse"]
-    assert wheelhouse and wheelhouse[0]["with"]["name"] == "wheelhouse-${{ matrix.target }}"
+    exports = [s for s in uploads if s["with"]["path"].rstrip("/") == "unplaced"]
+    assert exports and exports[0]["with"]["name"] == "unplaced-${{ matrix.target }}"
+    # One job places every target's export together, as one --all-targets run would.
+    place = jobs["place"]
+    assert set(place["needs"]) == {"matrix", "build"}
+    (download,) = [s for s in place["steps"] if "download-artifact" in str(s.get("uses", ""))]
+    assert download["with"] == {"pattern": "unplaced-*", "path": "unplaced"}
+    placing = "\n".join(s.get("run", "") for s in place["steps"])
+    assert "cbuild place unplaced --wheelhouse wheelhouse" in placing
+    assert "jq -r '.include[].target'" in placing  # every target of the matrix is expected
+    (up,) = [s for s in place["steps"] if "upload-artifact" in str(s.get("uses", ""))]
+    assert up["with"]["path"].rstrip("/") == "wheelhouse" and up["with"]["name"] == "wheelhouse"
 
 
 def test_cli_prints_the_matrix_on_one_line() -> None:

@@ -147,7 +147,9 @@ def _targets(ids: list[str], where: str, number: int, provider: str) -> tuple[Ta
 
 
 def github_matrix(entries: list[BatchEntry]) -> dict[str, Any]:
-    """What `strategy.matrix: ${{ fromJSON(...) }}` takes: one job per package x target."""
+    """What `strategy.matrix: ${{ fromJSON(...) }}` takes: one job per package x target. Each
+    job exports with `cbuild wheel --unplaced DIR`; one job after all of them places every
+    folder with `cbuild place DIR... --wheelhouse W` (the decision one local run makes)."""
     return {
         "include": [
             {"package": e.package, "version": e.version, "target": t}
@@ -161,11 +163,12 @@ def github_matrix(entries: list[BatchEntry]) -> dict[str, Any]:
 class Task:
     """One Slurm array task: one package version with all of its targets.
 
-    Not one task per target: the pipeline decides placement over a package's targets together
-    (a pure wheel is built once and placed once; a compiled one goes to the generic folder only
-    when every level build equals the baseline), and its work folder is per package version,
-    so per-target runs of one package would remove each other's work and refuse each other's
-    wheels. A package's targets still run in parallel inside the task (--cpus-per-task)."""
+    Not one task per target: placement decides over a package's targets together (a pure
+    wheel is placed once; a compiled one goes to the generic folder only when no level build is
+    level-specific), so a task that placed alone would decide from part of the evidence. A
+    split by target (the `--matrix github` jobs) exports with `cbuild wheel --unplaced DIR` and
+    places with one `cbuild place DIR...` after all (workflows.assemble), as the workflow does.
+    A package's targets still run in parallel inside the task (--cpus-per-task)."""
 
     index: int
     package: str
