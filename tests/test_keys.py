@@ -80,3 +80,22 @@ def test_locked_build_dependency_bytes_enter_the_key(tmp_path: Path) -> None:
     other = pypi.LockEntry("cmake", "4.0", "cmake-4.0-py3-none-any.whl", "2" * 64, "build")
     keys = {build_key(recipe, lock, V3) for lock in ([sdist], [sdist, dep], [sdist, other])}
     assert len(keys) == 3
+
+
+def test_identical_failures_are_grouped_with_their_targets() -> None:
+    from builder.pipeline.model import grouped
+
+    v3, v4, generic = resolve(
+        ["gentoo2023-x86-64-v3", "gentoo2023-x86-64-v4", "gentoo2023-generic"]
+    )
+    results = [
+        TargetResult(
+            t, Status.FAILED, test_detail=f"No module named 'ns' (log: /w/{t.id}.test.log)"
+        )
+        for t in (v3, v4)
+    ] + [TargetResult(generic, Status.BUILD_FAILED, reason="exit 1")]
+    got = grouped(results, lambda r: f"{r.status}: {r.test_detail or r.reason}")
+    assert got == [
+        ("failed: No module named 'ns' (log: /w/<target>.test.log)", [v3.id, v4.id]),
+        ("build-failed: exit 1", [generic.id]),
+    ]

@@ -139,10 +139,11 @@ def _summary(report, explain: bool) -> None:
             r.sha256[:12] or "-",
         )
     err.print(table, soft_wrap=False)
-    if explain or not report.ok:
-        for r in report.results:
-            if r.reason:
-                err.print(f"  {r.target.id}: {escape(r.reason)}")
+    if explain or not report.ok:  # a reason several targets share once, with their ids
+        from builder.pipeline.model import grouped
+
+        for reason, ids in grouped([r for r in report.results if r.reason], lambda r: r.reason):
+            err.print(f"  {', '.join(ids)}: {escape(reason)}")
     for p in report.placed:
         print(p)
 

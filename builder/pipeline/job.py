@@ -27,7 +27,14 @@ from builder.pipeline import fetch
 from builder.pipeline.backend import backend_requires
 from builder.pipeline.build import build
 from builder.pipeline.keys import record_run, target_keys, target_spec, up_to_date
-from builder.pipeline.model import RunContext, RunReport, Status, TargetResult, WheelRequest
+from builder.pipeline.model import (
+    RunContext,
+    RunReport,
+    Status,
+    TargetResult,
+    WheelRequest,
+    grouped,
+)
 from builder.pipeline.place import export, place
 from builder.pipeline.test import test
 from builder.progress import TargetProgressFn
@@ -190,7 +197,13 @@ class Pipeline:
         untested = [r for r in results if r.status is Status.NOT_TESTED]
         if failed:
             report.error = (
-                "; ".join(f"{r.target.id}: {r.status}: {r.test_detail or r.reason}" for r in failed)
+                # identical failures of several targets once, with their targets
+                "; ".join(
+                    f"{', '.join(ids)}: {text}"
+                    for text, ids in grouped(
+                        failed, lambda r: f"{r.status}: {r.test_detail or r.reason}"
+                    )
+                )
                 + " -- nothing was exported"
             )
             return report

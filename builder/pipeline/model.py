@@ -4,6 +4,7 @@ no side effects."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -170,3 +171,17 @@ class RunReport:
             "placed": [str(p) for p in self.placed],
             "lock": self.lock,
         }
+
+
+def grouped(
+    results: list[TargetResult], text: Callable[[TargetResult], str]
+) -> list[tuple[str, list[str]]]:
+    """(text, target ids) with each text once: results whose texts differ only in their own
+    target id (a log named after it) share one line, the id shown as <target>."""
+    groups: dict[str, list[TargetResult]] = {}
+    for r in results:
+        groups.setdefault(text(r).replace(r.target.id, "<target>"), []).append(r)
+    return [
+        (key if len(rs) > 1 else text(rs[0]), [r.target.id for r in rs])
+        for key, rs in groups.items()
+    ]
