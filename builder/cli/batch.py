@@ -22,9 +22,18 @@ import typer
 from typer.core import TyperGroup
 
 from builder.cache import default_cache
-from builder.cli.common import JsonOpt, engine_for, engine_option, err, fail, say
+from builder.cli.common import (
+    AllowHostNetworkOpt,
+    JsonOpt,
+    RecipesOpt,
+    engine_for,
+    engine_option,
+    err,
+    fail,
+    say,
+    site_config,
+)
 from builder.errors import CbuildError, ConfigError
-from builder.recipes import BUILTIN_RECIPES
 
 
 class _DefaultToRun(TyperGroup):
@@ -45,7 +54,7 @@ batch_app = typer.Typer(
 )
 
 _Cache = Annotated[Path | None, typer.Option(help="Cache and work folder (batches live here).")]
-_Engine = Annotated[str, engine_option("With --slurm, each task chooses on its node.")]
+_Engine = Annotated[str | None, engine_option("With --slurm, each task chooses on its node.")]
 
 
 def _cache(cache: Path | None) -> Path:
@@ -68,8 +77,8 @@ def run_cmd(
             "--jobs", "-j", min=1, help="Targets of a package at once (default: the cores)."
         ),
     ] = None,
-    wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
-    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = BUILTIN_RECIPES,
+    wheelhouse: Annotated[Path | None, typer.Option(help="Wheelhouse root.")] = None,
+    recipes: RecipesOpt = None,
     cache: _Cache = None,
     force: Annotated[bool, typer.Option(help="Replace wheels that already exist.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
@@ -94,9 +103,14 @@ def run_cmd(
         str | None, typer.Option(help="Print a CI matrix for the list: 'github'.")
     ] = None,
     json_out: JsonOpt = False,
-    engine_name: _Engine = "auto",
+    engine_name: _Engine = None,
+    allow_host_network: AllowHostNetworkOpt = False,
 ) -> None:
     """Build every package version in FILE here, submit it to Slurm, or print its CI matrix."""
+    cfg = site_config(
+        wheelhouse=wheelhouse, recipes=recipes, cache=cache, jobs=jobs, engine=engine_name
+    )
+    engine_name = cfg.engine.value
     from builder.workflows import slurm as slurm_mod
     from builder.workflows.batch import github_matrix, read_batch
 
@@ -132,13 +146,14 @@ def run_cmd(
         f for f, on in (("--force", force), ("--strict", strict), ("--rebuild", rebuild)) if on
     ]
     flags += ["--engine", engine_name]  # "auto" by default: each task picks on its node
+    flags += ["--allow-host-network"] if allow_host_network else []
     if slurm:
         _submit(
             file,
             entries,
-            wheelhouse,
-            recipes,
-            cache,
+            cfg.wheelhouse.value,
+            cfg.recipes.value,  # the site's folders: each task adds the built-in ones
+            cfg.cache.value,
             flags,
             json_out,
             dry_run,
@@ -146,7 +161,17 @@ def run_cmd(
         )
         return
     _run_here(
-        entries, jobs, wheelhouse, recipes, cache, force, strict, rebuild, json_out, engine_name
+        entries,
+        cfg.jobs.value,
+        cfg.wheelhouse.value,
+        cfg.recipe_dirs,
+        cfg.cache.value,
+        force,
+        strict,
+        rebuild,
+        json_out,
+        engine_name,
+        allow_host_network=allow_host_network,
     )
 
 
@@ -154,13 +179,15 @@ def _run_here(
     entries: list[Any],
     jobs: int | None,
     wheelhouse: Path,
-    recipes: Path,
+    recipes: tuple[Path, ...],
     cache: Path | None,
     force: bool,
     strict: bool,
     rebuild: bool,
     json_out: bool,
     engine_name: str,
+    *,
+    allow_host_network: bool = False,
 ) -> None:
     from builder.pipeline.job import Pipeline
     from builder.pipeline.model import RunReport, WheelRequest
@@ -168,10 +195,11 @@ def _run_here(
     from builder.workflows.batch import BatchEntry, Outcome, run_local
 
     try:
-        engine = engine_for(engine_name)  # no engine fails the batch at once, not per package
+        # No engine fails the batch at once, not per package.
+        engine = engine_for(engine_name, allow_host_network=allow_host_network)
     except CbuildError as exc:
         fail(exc)
-    cache_dir, wh, rec = _cache(cache), wheelhouse.resolve(), recipes.resolve()
+    cache_dir, wh, rec = _cache(cache), wheelhouse.resolve(), recipes
     total = len(entries)
 
     def build(e: BatchEntry) -> RunReport:
@@ -252,7 +280,7 @@ def _submit(
     file: Path,
     entries: list[Any],
     wheelhouse: Path,
-    recipes: Path,
+    recipes: tuple[Path, ...],
     cache: Path | None,
     flags: list[str],
     json_out: bool,
@@ -279,7 +307,7 @@ def _submit(
             python=sys.executable,
             code_root=Path(builder.__file__).resolve().parent.parent,
             wheelhouse=wh,
-            recipes=recipes.resolve(),
+            recipes=recipes,
             cache=cache_dir,
             options=options,
             wheel_flags=tuple(flags),

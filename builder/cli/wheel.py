@@ -13,18 +13,21 @@ from rich.table import Table
 
 from builder.cli.common import (
     AllOpt,
+    AllowHostNetworkOpt,
     EngineOpt,
     JsonOpt,
     ProviderOpt,
+    PythonOpt,
+    RecipesOpt,
     TargetOpt,
     engine_for,
     err,
     fail,
     pick_targets,
+    site_config,
 )
 from builder.errors import CbuildError, ConfigError
 from builder.progress import TargetProgress
-from builder.recipes import BUILTIN_RECIPES
 
 
 def wheel_cmd(
@@ -32,8 +35,9 @@ def wheel_cmd(
     version: str,
     target: TargetOpt = None,
     all_targets: AllOpt = False,
-    wheelhouse: Annotated[Path, typer.Option(help="Wheelhouse root.")] = Path("wheelhouse"),
-    recipes: Annotated[Path, typer.Option(help="Recipes folder.")] = BUILTIN_RECIPES,
+    python: PythonOpt = None,
+    wheelhouse: Annotated[Path | None, typer.Option(help="Wheelhouse root.")] = None,
+    recipes: RecipesOpt = None,
     cache: Annotated[Path | None, typer.Option(help="Cache and work folder.")] = None,
     force: Annotated[bool, typer.Option(help="Replace wheels that already exist.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail when a wheel could not be tested.")] = False,
@@ -63,17 +67,26 @@ def wheel_cmd(
         ),
     ] = None,
     json_out: JsonOpt = False,
-    engine_name: EngineOpt = "auto",
-    provider: ProviderOpt = "standalone",
+    engine_name: EngineOpt = None,
+    provider: ProviderOpt = None,
+    allow_host_network: AllowHostNetworkOpt = False,
 ) -> None:
     """Build, test and export PACKAGE VERSION for the chosen targets."""
-    from builder.cache import default_cache
     from builder.pipeline.job import Pipeline
     from builder.pipeline.model import WheelRequest
     from builder.workflows import recursive as recursive_mod
 
+    cfg = site_config(
+        wheelhouse=wheelhouse,
+        recipes=recipes,
+        cache=cache,
+        jobs=jobs,
+        engine=engine_name,
+        provider=provider,
+    )
+    jobs = cfg.jobs.value
     try:
-        ts = pick_targets(target, all_targets, provider)
+        ts = pick_targets(target, all_targets, cfg.provider.value, python)
         if unplaced is not None and recursive:
             raise ConfigError(
                 "--unplaced with --recursive: the dependencies would have to be placed "
@@ -84,9 +97,9 @@ def wheel_cmd(
             package,
             version,
             tuple(ts),
-            wheelhouse.resolve(),
-            (cache or default_cache()).resolve(),
-            recipes.resolve(),
+            cfg.wheelhouse.value,
+            cfg.cache.value,
+            cfg.recipe_dirs,
             force,
             strict,
             sdist,
@@ -97,7 +110,9 @@ def wheel_cmd(
         )
         with TargetProgress(err, [t.id for t in ts]) as progress:
             outcome = recursive_mod.build(
-                Pipeline(engine_for(engine_name), progress),
+                Pipeline(
+                    engine_for(cfg.engine.value, allow_host_network=allow_host_network), progress
+                ),
                 req,
                 recursive=recursive,
                 warn=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}"),

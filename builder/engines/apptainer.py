@@ -7,7 +7,9 @@ environment, labels); see builder.images.apptainer. An unchanged definition is n
 Steps run like the Docker engine's: `--containall --cleanenv`, only the step's mounts bound, the
 network off (`--net --network none`) unless the step fetches, `--fakeroot` so the step is root in
 its container as under Docker, and a throw-away `--overlay` folder as the writable layer (a SIF
-is read-only; the build writes its venv and sources under /cbuild).
+is read-only; the build writes its venv and sources under /cbuild). An installation that
+refuses `--network none` is an error, unless `--allow-host-network` (CBUILD_ALLOW_HOST_NETWORK=1)
+accepts the host's network, which each manifest then records (`network_isolated: false`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from spython.main import Client
 from spython.utils import stream_command
 
 from builder.cache import Cache, default_cache
-from builder.engines.base import Progress, RunResult, RunSpec
+from builder.engines.base import ALLOW_HOST_NETWORK_ENV, Progress, RunResult, RunSpec
 from builder.errors import EngineError
+from builder.files import copy_atomic
 from builder.images.apptainer import (
     base_stage_key,
     debootstrap_header,
@@ -43,6 +46,7 @@ from builder.images.apptainer import (
     render_base_stage,
     render_target_stage,
 )
+from builder.images.python import ensure
 from builder.images.spec import BaseImage, ImageSpec
 
 # --overlay of a plain folder without setuid, and --mksquashfs-args, both came with 1.1.0.
@@ -69,6 +73,21 @@ _SECTION_MARKS = (
 )
 _NO_SUBUID = "User not listed in /etc/subuid"
 _NETWORK_REFUSED = re.compile(r"network.*(not allowed|not permitted|requires root)", re.I)
+
+
+def network_refused(output: str) -> bool:
+    """Whether Apptainer's own error lines (FATAL/ERROR) say the network setup was refused."""
+    return any(
+        _NETWORK_REFUSED.search(line)
+        for line in output.splitlines()
+        if line.lstrip().startswith(("FATAL", "ERROR"))
+    )
+
+
+def allow_host_network_default() -> bool:
+    """CBUILD_ALLOW_HOST_NETWORK=1 (what `--allow-host-network` sets): the only way a step
+    runs with the host's network where Apptainer refuses `--network none`."""
+    return os.environ.get(ALLOW_HOST_NETWORK_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def parse_version(text: str) -> tuple[str, tuple[int, int, int]]:
@@ -152,7 +171,13 @@ def default_store() -> Path:
 class ApptainerEngine:
     name = "apptainer"
 
-    def __init__(self, store: Path | None = None, min_free: int = MIN_FREE) -> None:
+    def __init__(
+        self,
+        store: Path | None = None,
+        min_free: int = MIN_FREE,
+        *,
+        allow_host_network: bool | None = None,
+    ) -> None:
         if not shutil.which("singularity"):  # spython's name for it; Apptainer installs both
             found = "apptainer is on PATH but " if shutil.which("apptainer") else ""
             raise EngineError(
@@ -170,6 +195,12 @@ class ApptainerEngine:
         self.min_free = min_free
         self.fakeroot = True  # known after the probe: whether Apptainer runs as non-root
         self.network_isolated = True  # until the installation refuses --network none
+        # `--network` for a step cut off; the tests name one Apptainer refuses to see a refusal.
+        self.isolation = "none"
+        # Only then, and only when asked, do steps run with the host's network.
+        self.allow_host_network = (
+            allow_host_network_default() if allow_host_network is None else allow_host_network
+        )
         self._probed = False
         self._registry: dict[str, bool] = {}
         self._lock = threading.RLock()  # the pipeline runs targets in threads; builds probe
@@ -223,7 +254,8 @@ class ApptainerEngine:
     def sif_for(self, spec: ImageSpec, progress: Progress) -> tuple[Path, str, Path, str]:
         """(base SIF, its definition, target SIF, its definition): each named by its hash."""
         header = self.base_header(spec.base, progress)
-        base_def = render_base_stage(spec, header)
+        inputs = {s.file: str(self.store / "inputs" / s.file) for s in spec.inputs}
+        base_def = render_base_stage(spec, header, inputs)
         base_sif = (
             self.store / f"base-{base_stage_key(spec, header)}-{definition_hash(base_def)}.sif"
         )
@@ -239,6 +271,9 @@ class ApptainerEngine:
         base_sif, base_def, sif, target_def = self.sif_for(spec, progress)
         if not sif.is_file():
             if not base_sif.is_file():
+                for src in spec.inputs:  # a layer's files, where the build can read them
+                    if not (self.store / "inputs" / src.file).is_file():
+                        copy_atomic(ensure(src), self.store / "inputs" / src.file)
                 progress(f"building base {base_sif.name} (about 2 minutes)")
                 self._build(base_def, base_sif, progress, f"base of {spec.name}")
             progress(f"building {sif.name}")
@@ -355,7 +390,7 @@ class ApptainerEngine:
         for m in spec.mounts:
             opts += ["--bind", f"{m.host.resolve()}:{m.container}" + (":ro" if m.read_only else "")]
         if not spec.network and self.network_isolated:
-            opts += ["--net", "--network", "none"]
+            opts += ["--net", "--network", self.isolation]
         if spec.env:
             # --env splits its value at commas (LDFLAGS=-Wl,-z,...); an env file does not.
             env_file = scratch / "env"
@@ -363,29 +398,62 @@ class ApptainerEngine:
             opts += ["--env-file", str(env_file)]
         return opts
 
-    def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
+    def run(
+        self,
+        spec: RunSpec,
+        log: Path,
+        progress: Progress | None = None,
+        stream: Progress | None = None,
+    ) -> RunResult:
         self._probe()
         run_root = self.store / "run"
         run_root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=run_root, prefix=f"{self.session}-"))
         os.chmod(scratch, 0o755)
         try:
-            code, out = self._exec(spec, scratch, log, progress)
-            if code != 0 and not spec.network and _NETWORK_REFUSED.search(out):
-                # This installation refuses --network none: say so, record it, run without.
-                self.network_isolated = False
-                msg = "Apptainer refused --network none here: steps run with the host's network"
-                if progress:
-                    progress(msg)
-                with log.open("a") as fh:
-                    fh.write(f"cbuild: {msg}; the manifest records it\n")
+            code, out = self._exec(spec, scratch, log, progress, stream)
+            refused = code != 0 and not spec.network and self.network_isolated
+            if refused and network_refused(out) and self._refuses_network_none(spec, run_root):
+                self._lose_isolation(log, progress)  # raises unless --allow-host-network
                 shutil.rmtree(scratch, ignore_errors=True)
                 scratch.mkdir()
                 os.chmod(scratch, 0o755)
-                code, out = self._exec(spec, scratch, log, progress)
+                code, out = self._exec(spec, scratch, log, progress, stream)
             return RunResult(code, out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _refuses_network_none(self, spec: RunSpec, run_root: Path) -> bool:
+        """Whether Apptainer itself refuses `--network none` here, not the step's command: a
+        step may print a network error of its own. `true` in the same image and options."""
+        probe = Path(tempfile.mkdtemp(dir=run_root, prefix=f"{self.session}-"))
+        os.chmod(probe, 0o755)
+        try:
+            bare = RunSpec(spec.image, ["true"], workdir="/")
+            code, out = self._exec(bare, probe, probe / "log", None)
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+        return code != 0 and network_refused(out)
+
+    def _lose_isolation(self, log: Path, progress: Progress | None) -> None:
+        """Run later steps with the host's network, only when asked to: the manifest records it."""
+        if not self.allow_host_network:
+            raise EngineError(
+                "this Apptainer installation refuses `--network none`, so cbuild cannot cut "
+                "build and test steps off the network",
+                fix="ask the administrator to allow it (apptainer.conf), or accept the host's "
+                "network with --allow-host-network (or CBUILD_ALLOW_HOST_NETWORK=1): every "
+                'manifest then records "network_isolated": false',
+            )
+        self.network_isolated = False
+        msg = (
+            "Apptainer refused --network none here: steps run with the host's network "
+            "(--allow-host-network)"
+        )
+        if progress:
+            progress(msg)
+        with log.open("a") as fh:
+            fh.write(f"cbuild: {msg}; the manifest records it\n")
 
     def interactive_argv(self, spec: RunSpec, *, tty: bool) -> list[str]:
         """`apptainer exec` with a run's isolation (no throw-away overlay: the SIF stays
@@ -396,7 +464,7 @@ class ApptainerEngine:
         for m in spec.mounts:
             opts += ["--bind", f"{m.host}:{m.container}" + (":ro" if m.read_only else "")]
         if not spec.network and self.network_isolated:
-            opts += ["--net", "--network", "none"]
+            opts += ["--net", "--network", self.isolation]
         # APPTAINERENV_*, not --env, which splits its value at commas (LDFLAGS=-Wl,-z,...).
         env = [f"APPTAINERENV_{k}={v}" for k, v in spec.env.items()]
         return [
@@ -426,7 +494,12 @@ class ApptainerEngine:
         return ended
 
     def _exec(
-        self, spec: RunSpec, scratch: Path, log: Path, progress: Progress | None
+        self,
+        spec: RunSpec,
+        scratch: Path,
+        log: Path,
+        progress: Progress | None,
+        stream: Progress | None = None,
     ) -> tuple[int, str]:
         options = self._options(spec, scratch)
         buf: list[str] = []
@@ -446,6 +519,8 @@ class ApptainerEngine:
                 for line in lines:
                     fh.write(line)
                     buf.append(line)
+                    if stream:
+                        stream(line)
                     if progress and line.strip():
                         progress(line.rstrip()[:200])
             except subprocess.CalledProcessError as exc:

@@ -9,6 +9,10 @@ from typing import Protocol
 from builder.images.spec import ImageSpec
 from builder.progress import StepProgress as Progress
 
+# `--allow-host-network`: where an engine cannot cut steps off the network, run them with the
+# host's network (each manifest records network_isolated: false) rather than fail.
+ALLOW_HOST_NETWORK_ENV = "CBUILD_ALLOW_HOST_NETWORK"
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -66,8 +70,15 @@ class Engine(Protocol):
         """Build (base included) unless an image tagged with the spec's hash exists; return tag."""
         ...
 
-    def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
-        """Run to completion in a fresh container that is always removed, output appended to log."""
+    def run(
+        self,
+        spec: RunSpec,
+        log: Path,
+        progress: Progress | None = None,
+        stream: Progress | None = None,
+    ) -> RunResult:
+        """Run to completion in a fresh container that is always removed, output appended to log;
+        `stream` gets the output line by line (newline kept) while the command runs."""
         ...
 
     def interactive_argv(self, spec: RunSpec, *, tty: bool) -> list[str]:
