@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.cache import Cache
 from builder.engines.base import Engine, Mount, RunSpec
-from builder.errors import BuildError
+from builder.errors import BuildError, ConfigError
 from builder.files import copy_atomic
 from builder.images import scripts as steps
 from builder.images.paths import CA_PATH, DEPS_DIR, IN_DIR, PATCHES_DIR, STORE_DIR, TOOLS_DIR
@@ -85,6 +85,8 @@ def backend_requires(
             ),
             log,
         )
+        if not res.ok and (err := provider.failure(t, res.output)):  # a module, the stack
+            raise ConfigError(f"{t.id}: {err.message}; log: {log}", fix=err.fix)
         answer = _answer(res.output)
         if not res.ok or answer is None:
             missing = answer["missing"] if answer else []
