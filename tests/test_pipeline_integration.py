@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 RECIPE = FIXTURE_RECIPE.read_text()  # the fixture's recipe, as the bench uses it
 WHEEL = "isafixture-0.1.0+computecanada-cp311-cp311-linux_x86_64.whl"
+DEFAULT_PY = ("3.11",)  # the Python axis has its own tests (test_python_axis_integration)
 
 
 def listing(root: Path) -> list[str]:
@@ -49,7 +50,7 @@ def run(engine, sdist: Path, tmp: Path, cache: Path, targets=None, **kw) -> RunR
     req = WheelRequest(
         "isafixture",
         "0.1.0",
-        tuple(targets or all_targets()),
+        tuple(targets or all_targets(pythons=DEFAULT_PY)),
         kw.pop("wheelhouse", tmp / "wheelhouse"),
         cache,
         kw.pop("recipes_dir", None) or recipes(tmp),
@@ -170,7 +171,7 @@ def test_pure_source_is_built_once_and_tested_everywhere(engine, cache, tmp_path
     req = WheelRequest(
         "purepkg",
         "1.0",
-        tuple(all_targets()),
+        tuple(all_targets(pythons=DEFAULT_PY)),
         tmp_path / "wh",
         cache,
         tmp_path,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from builder.providers import unbuildable
 from builder.targets.model import all_targets, github_matrix
 
 WORKFLOW = Path(__file__).parent.parent / "ci" / "github" / "cbuild.yml"
@@ -107,4 +108,5 @@ def test_cli_prints_the_matrix_on_one_line() -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.count("\n") == 1 and out.endswith("\n"), repr(out)
-    assert json.loads(out) == github_matrix(all_targets())
+    here = [t for t in all_targets() if t not in unbuildable(all_targets())]
+    assert json.loads(out) == github_matrix(here)  # the targets buildable where it runs

@@ -82,11 +82,13 @@ def _say_plan(plan) -> None:
         err.print(f"[yellow]note:[/] {escape(note)}")
 
 
-def _plan(what, with_, cpu, wheelhouse, cache, engine_name):
+def _plan(what, with_, cpu, wheelhouse, cache, engine_name, python=None):
     from builder.workflows import reproduce
 
     if cpu:  # bad input before any engine
         reproduce.cpu_level(cpu)
+    if python:  # TARGET on that Python: its own id (a wheel's manifest names its Python)
+        what = _on_python(what, python)
     if what.endswith(".whl") or Path(what).is_file():
         reproduce.load_manifest(
             Path(what), reproduce.NEEDED_TO_RUN, "`cbuild run WHEEL`", reproduce.RUN_OTHERWISE
@@ -107,6 +109,27 @@ def _plan(what, with_, cpu, wheelhouse, cache, engine_name):
     return engine, plan
 
 
+def _on_python(what: str, python: str) -> str:
+    from builder.targets.model import resolve
+
+    if what.endswith(".whl") or Path(what).is_file():
+        raise ConfigError(
+            "--python goes with a TARGET; a wheel's manifest names the Python it was built for",
+            fix=f"cbuild run {what} (its own Python), or a target id with --python {python}",
+        )
+    return resolve([what], pythons=(python,))[0].id
+
+
+_PythonOne = Annotated[
+    str | None,
+    typer.Option(
+        "--python",
+        help="TARGET on this Python (3.13: the image with that interpreter; same as the "
+        "target's -py313 id).",
+    ),
+]
+
+
 def run_cmd(
     what: _What,
     command: Annotated[
@@ -118,10 +141,11 @@ def run_cmd(
     wheelhouse: _Wheelhouse = None,
     cache: _Cache = None,
     network: _Network = False,
-    engine_name: EngineOpt = "auto",
+    engine_name: EngineOpt = None,
+    python: _PythonOne = None,
 ) -> None:
     """Run one command in exactly the image of TARGET or WHEEL, in a fresh venv with the wheels
-    installed; exit with the command's status (its output is shown when it ends)."""
+    installed; exit with the command's status (its output streams as it comes)."""
     from builder.workflows import run
 
     try:
@@ -130,7 +154,7 @@ def run_cmd(
                 "no command given", fix="put it after --: cbuild run TARGET -- python -c '...'"
             )
         cache_dir = _cache(cache)
-        engine, plan = _plan(what, with_, cpu, wheelhouse, cache_dir, engine_name)
+        engine, plan = _plan(what, with_, cpu, wheelhouse, cache_dir, engine_name, python)
         outcome = run.run_in_image(
             engine,
             plan,
@@ -138,16 +162,20 @@ def run_cmd(
             cache=cache_dir,
             network=network,
             progress=lambda m: say("run", m),
+            stream=_write_now,
         )
     except CbuildError as exc:
         fail(exc)
     if outcome.fetched:
         err.print(f"[dim]fetched from PyPI: {escape(', '.join(outcome.fetched))}[/]")
-    sys.stdout.write(outcome.output)
-    sys.stdout.flush()
     if outcome.message:
         err.print(f"[bold red]cbuild:[/] {escape(outcome.message)}")
     raise typer.Exit(outcome.exit_code)
+
+
+def _write_now(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def shell_cmd(
@@ -164,7 +192,8 @@ def shell_cmd(
     print_only: Annotated[
         bool, typer.Option("--print", help="Only print the engine's command line.")
     ] = False,
-    engine_name: EngineOpt = "auto",
+    engine_name: EngineOpt = None,
+    python: _PythonOne = None,
 ) -> None:
     """An interactive shell in exactly the image of TARGET or WHEEL, with the wheels installed
     in a fresh venv: the engine's own `run -it` (printed with --print)."""
@@ -173,7 +202,7 @@ def shell_cmd(
 
     try:
         cache_dir = _cache(cache)
-        engine, plan = _plan(what, with_, cpu, wheelhouse, cache_dir, engine_name)
+        engine, plan = _plan(what, with_, cpu, wheelhouse, cache_dir, engine_name, python)
         plan = run.prepare_shell(engine, plan, cache=cache_dir, progress=lambda m: say("shell", m))
         argv = run.shell_argv(
             engine, plan, list(command or ["bash"]), network=network, tty=sys.stdin.isatty()
@@ -252,7 +281,7 @@ def rebuild_cmd(
     sdist: _Sdist = None,
     keep: _Keep = False,
     json_out: JsonOpt = False,
-    engine_name: EngineOpt = "auto",
+    engine_name: EngineOpt = None,
 ) -> None:
     """Rebuild WHEEL from its manifest alone (locked inputs, recorded recipe and target) and
     print both sha256s; exit 0 when they are equal, 1 when not (`cbuild verify` says how)."""
@@ -316,7 +345,7 @@ def verify_cmd(
     sdist: _Sdist = None,
     keep: _Keep = False,
     json_out: JsonOpt = False,
-    engine_name: EngineOpt = "auto",
+    engine_name: EngineOpt = None,
 ) -> None:
     """Rebuild a placed wheel in fresh containers, from another host folder and at another
     time, and compare bit for bit: "identical" (exit 0), or which files differ and how (exit 1):

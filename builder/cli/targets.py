@@ -14,6 +14,7 @@ from builder.cli.common import (
     AllOpt,
     EngineOpt,
     JsonOpt,
+    PythonOpt,
     TargetOpt,
     engine_for,
     fail,
@@ -28,36 +29,70 @@ images_app = typer.Typer(help="Build, list and render the target images.", no_ar
 
 def targets_cmd(
     json_out: JsonOpt = False,
-    matrix: Annotated[str | None, typer.Option(help="Print a CI matrix: 'github'.")] = None,
+    matrix: Annotated[
+        str | None, typer.Option(help="Print a CI matrix: 'github' (targets buildable here).")
+    ] = None,
+    python: PythonOpt = None,
 ) -> None:
-    """List the targets: ids, CPU levels, folders and flags."""
-    ts = targets_mod.all_targets()
+    """List the targets: ids, CPU levels, Pythons, folders, flags, and whether each is
+    buildable here (a Python built from source needs its tarball: a mirror or
+    $CBUILD_SOURCES)."""
+    from builder.providers import unbuildable
+
+    try:
+        pythons = tuple(python or ())
+        targets_mod.check_pythons(pythons)
+        ts = targets_mod.all_targets(pythons=pythons or None)
+        skipped = unbuildable(ts)
+    except CbuildError as exc:
+        fail(exc)
     if matrix is not None:
         if matrix != "github":
             fail(ConfigError(f"unknown matrix format {matrix!r}", fix="use --matrix github"))
-        print(json.dumps(targets_mod.github_matrix(ts), separators=(",", ":")))
+        ok = [t for t in ts if t not in skipped]
+        print(json.dumps(targets_mod.github_matrix(ok), separators=(",", ":")))
         return
     if json_out:
-        print(json.dumps([t.as_dict() for t in ts], indent=2))
+        rows = [
+            {
+                **t.as_dict(),
+                "buildable": t not in skipped,
+                "not_buildable": skipped[t].message if t in skipped else None,
+            }
+            for t in ts
+        ]
+        print(json.dumps(rows, indent=2))
         return
-    table = Table("id", "CPU level", "python", "wheelhouse folder", "CFLAGS")
+    table = Table("id", "CPU level", "python", "wheelhouse folder", "CFLAGS", "buildable here")
+    notes: dict[str, str] = {}  # one note per reason (it is a Python's, not a level's)
     for t in ts:
-        table.add_row(t.id, t.cpu_level.name, t.python, t.folder, t.compiler_flags()["CFLAGS"])
-    Console().print(table)
+        here = "yes"
+        if t in skipped:
+            notes.setdefault(f"Python {t.python}: {skipped[t].message}", skipped[t].fix or "")
+            here = f"no [{len(notes)}]"
+        table.add_row(
+            t.id, t.cpu_level.name, t.python, t.folder, t.compiler_flags()["CFLAGS"], here
+        )
+    console = Console()
+    console.print(table)
+    for i, (why, fix) in enumerate(notes.items(), 1):
+        console.print(f"[{i}] not buildable here: {why}\n    fix: {fix}", markup=False)
 
 
 @images_app.command("build")
 def images_build(
     target: TargetOpt = None,
     all_targets: AllOpt = False,
+    python: PythonOpt = None,
     json_out: JsonOpt = False,
-    engine_name: EngineOpt = "auto",
+    engine_name: EngineOpt = None,
 ) -> None:
-    """Build target images (an image whose definition is unchanged is never rebuilt)."""
+    """Build target images (an image whose definition is unchanged is never rebuilt; a
+    Python built from source is a layer every level's image shares)."""
     from builder.providers import spec_for
 
     try:
-        ts = pick_targets(target, all_targets or not target)
+        ts = pick_targets(target, all_targets or not target, python=python)
         engine = engine_for(engine_name)
         rows = []
         for t in ts:
@@ -83,7 +118,7 @@ def images_build(
 
 
 @images_app.command("list")
-def images_list(json_out: JsonOpt = False, engine_name: EngineOpt = "auto") -> None:
+def images_list(json_out: JsonOpt = False, engine_name: EngineOpt = None) -> None:
     """List cbuild's images in the engine."""
     try:
         rows = engine_for(engine_name).list_images()

@@ -36,7 +36,7 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
             return
     qemu, _ = usable_qemu()
     plan: CpuTestPlan = plan_here(t.cpu_level)
-    r.test_how = plan.reason
+    r.test_how = f"{plan.reason}; Python {t.python}"  # the interpreter that runs it
     if plan.mode == "none":
         r.status = Status.NOT_TESTED
         r.test_detail = f"not tested: {plan.reason}"
@@ -74,9 +74,9 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
     if verdict.status == "passed":
         r.status = Status.TESTED
         r.test_detail = (
-            f"passed under QEMU, exactly {t.cpu_level.name}, every process"
+            f"passed on Python {t.python} under QEMU, exactly {t.cpu_level.name}, every process"
             if plan.mode == "qemu"
-            else f"passed natively (host has {t.cpu_level.name} and more)"
+            else f"passed on Python {t.python} natively (host has {t.cpu_level.name} and more)"
         )
     elif verdict.status == "not-run":  # the level could not be set up for every process
         r.status = Status.NOT_TESTED

@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError, ConfigError
 from builder.pipeline.model import Status
+from builder.providers import unbuildable
 from builder.targets.model import Target, all_targets, resolve
 
 EXAMPLE = "biopython==1.85 gentoo2023-x86-64-v3"
@@ -138,8 +139,13 @@ def _requirement(words: list[str], where: str, number: int) -> tuple[str, str]:
 
 
 def _targets(ids: list[str], where: str, number: int, provider: str) -> tuple[Target, ...]:
+    """The line's target ids (each carries its Python: `-py313`); none: every target the
+    provider can build here (as `--all-targets`: a Python whose source no mirror serves is
+    left out, `cbuild targets` says why)."""
     if not ids:
-        return tuple(all_targets(provider))
+        every = all_targets(provider)
+        skipped = unbuildable(every)
+        return tuple(t for t in every if t not in skipped)
     try:
         return tuple(resolve(ids, provider))
     except ConfigError as exc:

@@ -28,6 +28,7 @@ from builder.targets.model import resolve
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_TARGET = "gentoo2023-x86-64-v3"
+BENCH_PYTHONS = ("3.11",)  # the levels' figures on one Python: comparable with earlier runs
 
 
 def _bare_pip_wheel(engine: Engine, image: str, sdist: Path, work: Path) -> float:
@@ -123,7 +124,7 @@ def parallel_and_noop(
             req = WheelRequest(
                 package,
                 version,
-                tuple(all_targets()),
+                tuple(all_targets(pythons=BENCH_PYTHONS)),
                 Path(tmp) / f"wh{jobs}",
                 cache,
                 recipes,
@@ -140,7 +141,7 @@ def parallel_and_noop(
         noop = WheelRequest(
             package,
             version,
-            tuple(all_targets()),
+            tuple(all_targets(pythons=BENCH_PYTHONS)),
             Path(tmp) / "wh2",
             cache,
             recipes,
@@ -155,6 +156,30 @@ def parallel_and_noop(
     out["jobs2_over_jobs1"] = round(out["jobs2_s"] / out["jobs1_s"], 3)
     out["noop_over_jobs2"] = round(out["noop_rerun_s"] / out["jobs2_s"], 4)
     return out
+
+
+def python_layer(engine: Engine, python: str = "3.13") -> dict[str, Any]:
+    """The one-time cost of a Python built from source (its image layer, cold: a marker line
+    no cache holds), then the image of a second level on the same layer: what every later
+    level and every later build pays instead."""
+    from dataclasses import replace
+
+    marker = f": cbuild bench {time.time_ns()}"
+    row: dict[str, Any] = {"python": python}
+    for key, t in zip(
+        ("layer_cold_s", "second_level_s"),
+        resolve([BENCH_TARGET, "gentoo2023-x86-64-v4"], pythons=(python,)),
+        strict=True,
+    ):
+        spec = spec_for(t)
+        layer = replace(spec.layers[0], script=(*spec.layers[0].script, marker))
+        spec = replace(spec, name=f"bench-{spec.name}", layers=(layer,))
+        t0 = time.monotonic()
+        engine.build_image(spec, lambda m: None)
+        row[key] = round(time.monotonic() - t0, 1)
+        row.setdefault("target_first", t.id)
+    row["second_over_cold"] = round(row["second_level_s"] / row["layer_cold_s"], 4)
+    return row
 
 
 def image_check(engine: Engine) -> dict[str, Any]:
@@ -195,6 +220,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--skip-biopython", action="store_true")
+    ap.add_argument(
+        "--skip-python-layer", action="store_true", help="no cold CPython build (minutes)"
+    )
     ap.add_argument("--scan-mb", type=int, default=100)
     ap.add_argument("--engine", default="docker", help="docker, apptainer or auto")
     args = ap.parse_args()
@@ -223,6 +251,8 @@ def main() -> None:
         results["parallel_biopython"] = parallel_and_noop(
             engine, "biopython", "1.85", None, BUILTIN_RECIPES
         )
+    if not args.skip_python_layer:
+        results["python_layer"] = python_layer(engine)
     results["image_check"] = image_check(engine)
     results["isa_scan"] = isa_scan(args.scan_mb)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +276,12 @@ def summary(results: dict[str, Any]) -> str:
                 f"--jobs 2 {row['jobs2_s']:5.1f} s (x{row['jobs2_over_jobs1']}) | no-op rerun "
                 f"{row['noop_rerun_s']:.2f} s, {row['noop_engine_calls']} engine calls"
             )
+    if row := results.get("python_layer"):
+        lines.append(
+            f"Python {row['python']} layer built once: {row['layer_cold_s']:.0f} s cold; the "
+            f"next level's image on it {row['second_level_s']:.1f} s "
+            f"(x{row['second_over_cold']})"
+        )
     ic, scan = results["image_check"], results["isa_scan"]
     lines.append(
         f"image definition check {ic['check_s'] * 1000:.0f} ms vs one empty container "
