@@ -83,7 +83,8 @@ def apptainer(apptainer_env):
 @pytest.fixture(scope="session")
 def sifs(apptainer) -> dict[str, str]:
     """Every target's SIF (built once, then cached by definition hash across runs)."""
-    return {t.id: apptainer.build_image(spec_for(t), lambda m: None) for t in all_targets(pythons=("3.11",))}
+    targets = all_targets(pythons=("3.11",))  # the Python axis: tests/test_python_axis*
+    return {t.id: apptainer.build_image(spec_for(t), lambda m: None) for t in targets}
 
 
 def test_sif_named_by_definition_hash_and_not_rebuilt(apptainer, sifs) -> None:
