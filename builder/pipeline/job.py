@@ -38,6 +38,7 @@ from builder.pipeline.model import (
 from builder.pipeline.place import export, place
 from builder.pipeline.test import test
 from builder.progress import TargetProgressFn
+from builder.providers import PROVIDERS, get_provider
 from builder.recipes import Recipe, load_recipe
 from builder.sources import pypi
 from builder.wheelhouse.layout import check_writable
@@ -70,6 +71,18 @@ def _check_recipe(req: WheelRequest, recipe: Recipe) -> None:
             f"{req.package}'s recipe needs what cbuild does not do yet: {'; '.join(gaps)}",
             fix="build from a local source with --sdist, or drop the field from the recipe",
         )
+    for t in req.targets:  # keys only some providers act on: refused, never silently dropped
+        provider = get_provider(t.provider)
+        who = f"the {provider.name} provider"
+        if gaps := recipe.for_target(t).not_honoured(who, provider.honours):
+            others = [n for n, make in PROVIDERS.items() if make().honours - provider.honours]
+            raise ConfigError(
+                f"{req.package}'s recipe sets what the {provider.name} provider of {t.id} "
+                f"cannot honour: {'; '.join(gaps)}",
+                fix="give the image Debian packages for it ([system] apt)"
+                + (f", build with --provider {'|'.join(others)}" if others else "")
+                + ', or move the key under a [targets."..."] table of the targets that load it',
+            )
 
 
 class Pipeline:

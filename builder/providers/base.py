@@ -29,6 +29,9 @@ class PythonSource:
 
 class Provider(Protocol):
     name: str
+    # The recipe keys of builder.recipes.fields.PROVIDER_KEYS it acts on ("system.modules");
+    # a recipe setting one its provider does not honour is refused, not silently dropped.
+    honours: frozenset[str]
 
     def image_spec(self, target: Target, extra_packages: tuple[str, ...] = ()) -> ImageSpec:
         """The target's image; a recipe's system packages make an image of their own."""

@@ -31,6 +31,7 @@ def host_mount() -> Path | None:
 
 class CvmfsProvider:
     name = cv.PROVIDER
+    honours = frozenset({"system.modules", "system.runtime_modules"})  # loaded with Lmod
 
     def settings(self, stack: Stack) -> cv.CvmfsSettings:
         return cv.settings(stack)

@@ -19,6 +19,7 @@ from builder.targets.model import Stack, Target
 
 class StandaloneProvider:
     name = "standalone"
+    honours: frozenset[str] = frozenset()  # no modules: the image has the toolchain
 
     def settings(self, stack: Stack) -> dict[str, Any]:
         return stack.providers[self.name]
@@ -66,7 +67,7 @@ class StandaloneProvider:
                 raise ConfigError(
                     f"[providers.{self.name}.pythons.{version!r}] of stack {stack.name!r}: "
                     f"no {exc.args[0]!r}",
-                    fix="a `from = \"source\"` Python needs release, file, sha256, mirrors "
+                    fix='a `from = "source"` Python needs release, file, sha256, mirrors '
                     "(and the table cpython_prefix, cpython_build_packages)",
                 ) from None
             out.append(PythonSource(version, f"CPython {py.release} built from source", py))

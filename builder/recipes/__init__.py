@@ -50,7 +50,7 @@ shell configs.
 """
 
 from builder.recipes.checks import PATCHES_DIR, RENAME
-from builder.recipes.fields import OVERRIDES, SECTIONS, Key
+from builder.recipes.fields import OVERRIDES, PROVIDER_KEYS, SECTIONS, Key
 from builder.recipes.load import (
     BUILTIN_RECIPES,
     RecipeDirs,
@@ -69,6 +69,7 @@ __all__ = [
     "BUILTIN_RECIPES",
     "OVERRIDES",
     "PATCHES_DIR",
+    "PROVIDER_KEYS",
     "RENAME",
     "SCHEMA_ID",
     "SECTIONS",

@@ -35,6 +35,14 @@ def _k(check: Checker, attr: str, doc: str, kind: str, **kw: Any) -> Key:
 
 _STR_TABLE = {"type": "object", "additionalProperties": {"type": "string"}}
 
+# Keys only a provider acts on, as "section.key": each provider's `honours` names those it does
+# (builder.providers.base.Provider). A recipe that sets one its target's provider does not honour
+# is refused before any work; `recipe check` refuses one that no provider honours.
+PROVIDER_KEYS = frozenset({"system.modules", "system.runtime_modules"})
+# Keys that give the image its own way to what a provider key names: a recipe with Debian
+# packages for the image has modules only for the providers that load them (pyfftw: apt + fftw).
+PROVIDER_KEY_ALTERNATIVES = {"system.modules": "system.apt", "system.runtime_modules": "system.apt"}
+
 SECTIONS: dict[str, dict[str, Key]] = {
     "package": {
         "name": _k(

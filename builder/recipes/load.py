@@ -65,9 +65,10 @@ def read_recipe(path: Path, version: str, target: TargetLike | None = None) -> R
     return parse_recipe(path).resolve(version, target)
 
 
-def check_recipe(path: Path) -> list[ConfigError]:
+def check_recipe(path: Path, honoured: frozenset[str] | None = None) -> list[ConfigError]:
     """Every mistake in `path`, each override resolved on its own on top of the base tables;
-    [] when it is good."""
+    [] when it is good. With `honoured` (the provider keys some registered provider acts on),
+    a field no code acts on yet is a mistake too: what the code supports, not only the format."""
     try:
         doc = parse_recipe(path)
     except RecipeErrors as exc:
@@ -79,11 +80,24 @@ def check_recipe(path: Path) -> list[ConfigError]:
     for trail in doc.paths():
         try:
             # "0" stands for any version: what is checked here does not depend on it.
-            doc.build(trail, "0", None)
+            recipe = doc.build(trail, "0", None)
         except ConfigError as exc:
             if exc.message not in seen:
                 seen.add(exc.message)
                 errors.append(exc)
+            continue
+        if honoured is None:
+            continue
+        for gap in (*recipe.not_built_yet(), *recipe.not_honoured("any provider", honoured)):
+            if gap not in seen:
+                seen.add(gap)
+                errors.append(
+                    ConfigError(
+                        f"{show(path)}: {gap}",
+                        fix="drop the field, or build from a local source with --sdist "
+                        "(a [source] field); cbuild refuses it at build time",
+                    )
+                )
     return errors
 
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from packaging.specifiers import SpecifierSet
 
 from builder.recipes.checks import PATCHES_DIR
-from builder.recipes.fields import SECTIONS, Key
+from builder.recipes.fields import PROVIDER_KEY_ALTERNATIVES, PROVIDER_KEYS, SECTIONS, Key
 
 
 class TargetLike(Protocol):
@@ -104,6 +104,25 @@ class Recipe:
             gaps.append("[source] pypi_name: the sdist is looked up by the recipe's name")
         if self.rpath or self.rpath_origin:
             gaps.append("[wheel] rpath: RPATH edits need patchelf, which repair does not run yet")
+        if self.build_once:
+            gaps.append(
+                "[build] once: the build runs once for every target only when the sdist has no "
+                "native sources, whatever the recipe says"
+            )
+        return gaps
+
+    def not_honoured(self, who: str, honours: frozenset[str]) -> list[str]:
+        """The provider keys (fields.PROVIDER_KEYS) this recipe sets that `who` ("the
+        standalone provider"), which honours `honours`, would drop; [] when none."""
+        gaps = []
+        for dotted in sorted(PROVIDER_KEYS - honours):
+            section, key = dotted.split(".")
+            value = getattr(self, SECTIONS[section][key].attr)
+            alt = PROVIDER_KEY_ALTERNATIVES.get(dotted, "").partition(".")
+            if not value or (alt[2] and getattr(self, SECTIONS[alt[0]][alt[2]].attr)):
+                continue  # unset, or the image gets its own way (pyfftw: apt and modules)
+            shown = ", ".join(value) if isinstance(value, tuple) else value
+            gaps.append(f"[{section}] {key} ({shown}) is not honoured by {who}")
         return gaps
 
     def builds_for_python(self, python: str) -> bool:
