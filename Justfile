@@ -22,6 +22,10 @@ lint:
     {{venv}}/ruff check builder tests
     {{venv}}/ruff format --check builder tests
 
+# Rewrite the shipped recipe schema (package data) from the recipe model
+schema:
+    {{venv}}/cbuild recipe schema --out builder/data/recipe.schema.json
+
 # Rewrite images/ from the renderer
 render:
     {{venv}}/cbuild images render

@@ -12,8 +12,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # gcc/libc6-dev, binutils and patch: unit tests compile ISA fixtures and apply patches on the host.
+# chromium: the report test renders `cbuild report`'s page in a real headless browser.
 need=(curl podman runc qemu-user-static mmdebstrap python3-venv python3-pip uidmap ca-certificates
-  gcc libc6-dev binutils patch)
+  gcc libc6-dev binutils patch chromium)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

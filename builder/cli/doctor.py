@@ -1,6 +1,6 @@
-"""`cbuild doctor`: what this host offers cbuild. For now one check: whether each stack's real
-repository is mounted from CVMFS (and its revision), which `--provider cvmfs|auto` needs; the
-rest of the checks (engines, QEMU, binfmt_misc, ...) are issue 15's."""
+"""`cbuild doctor [--json]`: what this host offers cbuild and what would make builds and tests
+go wrong here, each problem with its fix (builder.workflows.doctor); exit 1 when something
+cbuild needs is missing."""
 
 from __future__ import annotations
 
@@ -9,30 +9,35 @@ import json
 import typer
 from rich.markup import escape
 
-from builder.cli.common import JsonOpt, err
+from builder.cli.common import JsonOpt, err, site_config
+
+_STYLE = {"ok": "green", "info": "dim", "warn": "yellow", "missing": "bold red"}
 
 
 def doctor_cmd(json_out: JsonOpt = False) -> None:
-    """Report what this host offers cbuild (the CVMFS stacks, for now)."""
-    from builder.providers import CvmfsProvider, choose
-    from builder.targets.model import load_stack, stack_names
+    """Check the engine, QEMU, the CPU levels testable here, Slurm, free space, the CVMFS
+    stacks, and the user environment (~/.local, PYTHONPATH, PIP_*, pip's cache)."""
+    from builder.workflows.doctor import cvmfs_status, run_checks
 
-    cvmfs = CvmfsProvider()
-    stacks = [
-        cvmfs.status(st) for n in stack_names() if cvmfs.name in (st := load_stack(n)).providers
-    ]
-    auto, why = choose("auto")
+    cvmfs = cvmfs_status()
+    checks = run_checks(site_config(), cvmfs=cvmfs)
+    failed = [c for c in checks if c.failed]
     if json_out:
-        print(json.dumps({"cvmfs": stacks, "provider_auto": auto, "why": why}, indent=2))
-        return
-    for s in stacks:
-        state = (
-            f"mounted at {s['host_path']}, revision {s['revision'] or 'unknown (no attribute)'}"
-            if s["mounted"]
-            else f"not mounted (no {s['profile']})"
+        out = {"ok": not failed, "checks": [c.as_dict() for c in checks], **cvmfs}
+        print(json.dumps(out, indent=2))
+    else:
+        for c in checks:
+            err.print(f"[{_STYLE[c.state]}]{c.state:<7}[/] {c.area}: {escape(c.detail)}")
+            if c.fix and c.state != "ok":
+                err.print(f"          [bold]fix:[/] {escape(c.fix)}")
+        problems = sum(c.state in ("warn", "missing") for c in checks)
+        err.print(
+            f"{len(failed)} needed thing(s) missing, {problems} problem(s) in all"
+            if problems
+            else "no problems found"
         )
-        err.print(f"cvmfs: stack {s['stack']} ({s['repository']}): {escape(state)}")
-    err.print(f"--provider auto picks {auto} here ({escape(why)})")
+    if failed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,10 +11,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from builder.cli.common import JsonOpt, err, fail, print_error
+from builder.cli.common import JsonOpt, RecipesOpt, err, fail, print_error, site_config
+from builder.data import data_path
 from builder.errors import CbuildError, ConfigError
 from builder.recipes import (
-    BUILTIN_RECIPES,
     check_recipe,
     load_recipe,
     new_recipe_text,
@@ -23,10 +23,7 @@ from builder.recipes import (
     to_toml,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO / "schema" / "recipe.schema.json"
-
-RecipesOpt = Annotated[Path, typer.Option("--recipes", help="Recipes folder.")]
+SCHEMA_FILE = "recipe.schema.json"  # shipped as package data, for editors
 
 recipe_app = typer.Typer(
     help="Check, create, show and import package recipes.", no_args_is_help=True
@@ -48,13 +45,14 @@ def _recipe_files(paths: list[Path]) -> list[Path]:
 @recipe_app.command("check")
 def check_cmd(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Recipe files or folders (default: recipes/).")
+        list[Path] | None,
+        typer.Argument(help="Recipe files or folders (default: the configured recipe folders)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check recipes strictly; exit 2 when any has a mistake."""
     try:
-        files = _recipe_files(paths or [BUILTIN_RECIPES])
+        files = _recipe_files(paths or [d for d in site_config().recipe_dirs if d.is_dir()])
     except CbuildError as exc:
         fail(exc)
     from builder.providers import PROVIDERS
@@ -95,12 +93,19 @@ def check_cmd(
 @recipe_app.command("new")
 def new_cmd(
     name: str,
-    recipes: RecipesOpt = BUILTIN_RECIPES,
+    recipes: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipes",
+            help="Folder to write to (default: the first configured recipe folder, else "
+            "./recipes).",
+        ),
+    ] = None,
     import_name: Annotated[str | None, typer.Option(help="Module to import in the test.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing recipe.")] = False,
 ) -> None:
-    """Write a starting recipe recipes/<name>.toml."""
-    path = recipe_path(name, recipes)
+    """Write a starting recipe <folder>/<name>.toml."""
+    path = recipe_path(name, recipes or site_config().new_recipe_dir)
     if path.exists() and not force:
         fail(ConfigError(f"{path} exists", fix="edit it, or pass --force to start over"))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +122,7 @@ def show_cmd(
     name: str,
     version: str,
     target: Annotated[str | None, typer.Option("--target", "-t", help="Target id.")] = None,
-    recipes: RecipesOpt = BUILTIN_RECIPES,
+    recipes: RecipesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Print the recipe of NAME resolved for VERSION (and a target's overrides)."""
@@ -125,7 +130,7 @@ def show_cmd(
 
     try:
         t = resolve([target])[0] if target else None
-        recipe = load_recipe(name, version, recipes, t)
+        recipe = load_recipe(name, version, site_config(recipes=recipes).recipe_dirs, t)
     except CbuildError as exc:
         fail(exc)
     data = recipe.as_dict()
@@ -140,11 +145,20 @@ def show_cmd(
 
 @recipe_app.command("schema")
 def schema_cmd(
-    out: Annotated[Path, typer.Option(help="Where to write it.")] = SCHEMA_PATH,
-    check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write it to this file (default: print it).")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(help="Only report drift of --out (default: the shipped copy); exit 1 if any."),
+    ] = False,
 ) -> None:
-    """Write the JSON schema of the recipe format (generated from the model)."""
+    """Print or write the JSON schema of the recipe format (generated from the model)."""
     text = schema_text()
+    if out is None and not check:
+        print(text, end="")
+        return
+    out = out or data_path(SCHEMA_FILE)
     if out.exists() and out.read_text() == text:
         return
     if check:
@@ -158,7 +172,13 @@ def schema_cmd(
 @recipe_app.command("import-legacy")
 def import_legacy_cmd(
     configs: Annotated[list[Path], typer.Argument(help="Legacy config/<pkg>.sh files.")],
-    out: Annotated[Path, typer.Option(help="Folder to write recipes to.")] = BUILTIN_RECIPES,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder to write recipes to (default: the first configured recipe folder, "
+            "else ./recipes)."
+        ),
+    ] = None,
     patches: Annotated[
         Path | None,
         typer.Option(help="The legacy patches folder (default: patches/ beside config/)."),
@@ -170,6 +190,7 @@ def import_legacy_cmd(
     from builder.recipes.legacy import import_configs
 
     try:
+        out = out or site_config().new_recipe_dir
         results = import_configs(configs, out, patches_dir=patches, force=force)
     except CbuildError as exc:
         fail(exc)
