@@ -334,6 +334,26 @@ def test_a_branch_archive_is_reported(tmp_path: Path) -> None:
     assert skipped == [(1, skipped[0][1])] and "a branch moves" in skipped[0][1]
 
 
+def test_a_heredoc_value_expands_as_bash_read_it(tmp_path: Path) -> None:
+    text = (
+        "PRE_BUILD_COMMANDS=$(cat <<-END\n"
+        "\tsed -i -e 's/version=.*/version=\"$VERSION\",/' setup.py;\n"
+        "\tcmake -DX=\\$EBROOTPROTOBUF ..\n"
+        "END\n"
+        ") # This must stay on a separate line!\n"
+        "PACKAGE_DOWNLOAD_ARGUMENT=https://github.com/o/r/archive/"
+        "v${VERSION:?version required}.zip\n"
+    )
+    data, skipped = conv(tmp_path, text)
+    assert skipped == []
+    # $VERSION was expanded when bash read it, inside the sed's single quotes: it still is.
+    assert data["build"]["pre_build"] == [
+        "sed -i -e 's/version=.*/version=\"'\"${VERSION}\"'\",/' setup.py;\n"
+        "cmake -DX=$EBROOTPROTOBUF .."
+    ]
+    assert data["source"] == {"git": "https://github.com/o/r", "rev": "v{version}"}
+
+
 def test_package_name_and_version_from_the_file_name() -> None:
     assert package_of(Path("config/Cartopy-0.20.2.sh")) == ("Cartopy", "0.20.2")
     assert package_of(Path("config/PyPrismatic-gpu.sh")) == ("PyPrismatic-gpu", None)

@@ -76,6 +76,30 @@ def _read_dq(text: str, i: int) -> tuple[str, int]:
     raise Unconvertible("unterminated double quote")
 
 
+# `$(cat <<-END ... END\n)`: the configs' way to write a multi-line value.
+_HEREDOC = re.compile(r"\$\(cat <<(-?)\s*(['\"]?)(\w+)\2[ \t]*\n(.*?)\n\t*\3[ \t]*\n\s*\)", re.S)
+
+
+def _heredoc(m: re.Match[str]) -> tuple[str, str]:
+    """The value of a `$(cat <<END ...)`: as in double quotes, but `"` is literal (a quoted
+    END: nothing expands); `<<-` strips leading tabs; $(...) drops trailing newlines."""
+    body = m[4]
+    if m[1]:
+        body = "\n".join(ln.lstrip("\t") for ln in body.split("\n"))
+    if m[2]:
+        return ("lit", body.rstrip("\n"))
+    out, i = [], 0
+    while i < len(body):
+        c, nxt = body[i], body[i + 1 : i + 2]
+        if c == "\\" and nxt in ("$", "`", "\\", "\n"):
+            out.append({"$": "\\$", "\n": ""}.get(nxt, nxt))  # \$ stays marked: a dollar
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return ("dq", "".join(out).rstrip("\n"))
+
+
 def statements(text: str) -> Iterator[Statement | Skipped]:
     """Split shell text into simple statements (words), yielding Skipped for what cannot be
     split faithfully. `;`, `&&` and newlines end statements; keywords are ordinary words."""
@@ -153,6 +177,10 @@ def statements(text: str) -> Iterator[Statement | Skipped]:
                 parts.append(("dq", content))
                 line += text.count("\n", i, j)
                 i = j
+            elif c == "$" and (hd := _HEREDOC.match(text, i)):
+                parts.append(_heredoc(hd))
+                line += text.count("\n", i, hd.end())
+                i = hd.end()
             elif c == "$" and text[i + 1 : i + 2] == "(":
                 j = _read_subst(text, i)
                 parts.append(("bare", text[i:j]))
@@ -165,6 +193,12 @@ def statements(text: str) -> Iterator[Statement | Skipped]:
                     and text[j] not in " \t\n;|&'\"\\#"
                     and not (text[j] == "$" and text[j + 1 : j + 2] == "(")
                 ):
+                    if text.startswith("${", j):  # one word to its }, blanks and all
+                        depth, j = 1, j + 2
+                        while j < len(text) and depth:
+                            depth += {"{": 1, "}": -1}.get(text[j], 0)
+                            j += 1
+                        continue
                     j += 1
                 if j == i:  # a lone & (background) or similar
                     j = i + 1
