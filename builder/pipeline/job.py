@@ -23,7 +23,7 @@ from builder.cache import Cache
 from builder.engines.base import Engine
 from builder.errors import ConfigError
 from builder.images.paths import IN_DIR
-from builder.pipeline import fetch
+from builder.pipeline import fetch, share
 from builder.pipeline.backend import backend_requires
 from builder.pipeline.build import build
 from builder.pipeline.keys import record_run, target_keys, target_spec, up_to_date
@@ -41,6 +41,7 @@ from builder.progress import TargetProgressFn
 from builder.providers import PROVIDERS, get_provider
 from builder.recipes import Recipe, load_recipe
 from builder.sources import pypi
+from builder.targets.model import Target
 from builder.wheelhouse.layout import check_writable
 
 
@@ -123,9 +124,26 @@ class Pipeline:
                 target_spec(recipe, t, req.ccache), lambda m, i=t.id: self.progress(i, m)
             )
 
-        first = images[req.targets[0].id]
+        # One image per Python fetches for its interpreter (wheels tagged cp313 and so on);
+        # the build requirements of every Python share one folder, pip picks its own.
+        first, first_python = images[req.targets[0].id], req.targets[0].python
+        others: dict[str, Target] = {}
+        for t in req.targets:
+            if t.python != first_python:
+                others.setdefault(t.python, t)
         build_requires = (*facts.build_requires, *recipe.build_requires)
         deps = work / "deps-build"
+        for t in others.values() if req.pinned is None else ():
+            fetch.fetch_wheels(
+                self.engine,
+                self.progress,
+                images[t.id],
+                list(build_requires),
+                deps,
+                req.cache,
+                work / "logs" / f"fetch-{t.python}.log",
+                target=t,
+            )
         if req.pinned is not None:
             fetch.fetch_pinned(
                 self.engine,
@@ -161,16 +179,19 @@ class Pipeline:
             r.build_key = keys[r.target.id]
             build(ctx, r, images[r.target.id])
 
-        # Runtime dependencies are fetched once, for the first wheel whose test comes up.
-        rt_guard, rt_deps, rt_fetched = threading.Lock(), work / "deps-runtime", []
+        # Runtime dependencies are fetched once per Python, for its first wheel whose test
+        # comes up, in that target's image (its interpreter's wheels).
+        rt_guard, rt_fetched = threading.Lock(), set()
 
         def runtime_deps(r: TargetResult) -> Path:
+            py = r.target.python
+            rt_deps = work / ("deps-runtime" if py == first_python else f"deps-runtime-{py}")
             with rt_guard:  # a failed fetch raises here for every test that needs it
-                if not rt_fetched:
+                if py not in rt_fetched:
                     fetch.fetch_wheels(
                         self.engine,
                         self.progress,
-                        first,
+                        images[r.target.id],
                         [f"{IN_DIR}/{r.wheel.name}", *recipe.test_requires],
                         rt_deps,
                         req.cache,
@@ -183,24 +204,22 @@ class Pipeline:
                     for p in rt_deps.iterdir():  # the wheel under test came along: not a dep
                         if p.name.split("-")[0] == dist:
                             p.unlink()
-                    lock.extend(pypi.lock_entries_from_dir(rt_deps, "runtime"))
-                    rt_fetched.append(True)
+                    known = {(e.kind, e.filename) for e in lock}
+                    lock.extend(
+                        e
+                        for e in pypi.lock_entries_from_dir(rt_deps, "runtime")
+                        if (e.kind, e.filename) not in known
+                    )
+                    rt_fetched.add(py)
             return rt_deps
 
         def test_one(r: TargetResult) -> None:
             test(ctx, r, images[r.target.id], runtime_deps(r))
 
-        # A source with no native code builds once; every target then tests that one wheel.
-        if not fetch.has_native_sources(sdist) and len(results) > 1:
-            build_one(results[0])
-            if results[0].is_pure:
-                for r in results[1:]:
-                    r.adopt(results[0])
-                self._build_and_test(build_one, test_one, [], results, req.jobs)
-            else:
-                self._build_and_test(build_one, test_one, results[1:], results[:1], req.jobs)
-        else:
-            self._build_and_test(build_one, test_one, results, [], req.jobs)
+        # Built once where one wheel serves several targets (pure: all; abi3: a level's
+        # Pythons), each target testing it on its own Python and level (builder.pipeline.share).
+        plan = share.groups(results, native=fetch.has_native_sources(sdist))
+        self._build_and_test(build_one, test_one, plan, req.jobs)
         (work / "lock.json").write_text(pypi.Lock(tuple(lock)).to_json())
 
         report = RunReport(
@@ -240,23 +259,36 @@ class Pipeline:
         self,
         build: Callable[[TargetResult], None],
         test: Callable[[TargetResult], None],
-        to_build: list[TargetResult],
-        built: list[TargetResult],
+        plan: list[tuple[TargetResult, list[TargetResult]]],
         jobs: int,
     ) -> None:
-        """Build, then test, `jobs` at a time, each target's test queued as soon as its build
-        is done (so a test overlaps the next build). Ctrl-C or an error stops the rest, and
-        the engine removes this run's containers at once."""
+        """Build, then test, `jobs` at a time across levels and Pythons: each group's leader
+        first, then its followers take its wheel (share.shared_kind) or build their own; each
+        target's test is queued as soon as its wheel is there (so a test overlaps the next
+        build). Ctrl-C or an error stops the rest, and the engine removes this run's
+        containers at once."""
+
+        def follow(leader: TargetResult, r: TargetResult) -> bool:
+            """Take the leader's wheel if it serves `r`; False: `r` builds its own."""
+            kind = share.shared_kind(leader)
+            if kind:
+                r.adopt(leader, kind)
+            return kind is not None
+
         if jobs <= 1:
-            for r in to_build:
-                build(r)
-            for r in [*built, *to_build]:
+            for leader, followers in plan:
+                build(leader)
+                for r in followers:
+                    if not follow(leader, r):
+                        build(r)
+            for r in [r for leader, fs in plan for r in (leader, *fs)]:
                 if r.wheel:
                     test(r)
             return
         guard = threading.Lock()
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cbuild") as pool:
-            tests = [pool.submit(test, r) for r in built if r.wheel]
+            tests: list = []
+            builds: list = []
 
             def build_then_test(r: TargetResult) -> None:
                 build(r)
@@ -264,10 +296,21 @@ class Pipeline:
                     with guard:
                         tests.append(pool.submit(test, r))
 
-            builds = [pool.submit(build_then_test, r) for r in to_build]
+            def lead(leader: TargetResult, followers: list[TargetResult]) -> None:
+                build_then_test(leader)
+                for r in followers:
+                    with guard:
+                        if follow(leader, r):
+                            tests.append(pool.submit(test, r))
+                        else:
+                            builds.append(pool.submit(build_then_test, r))
+
+            builds += [pool.submit(lead, leader, fs) for leader, fs in plan]
             try:
-                for f in builds:
-                    f.result()
+                i = 0
+                while i < len(builds):  # leaders append their followers' builds
+                    builds[i].result()
+                    i += 1
                 for f in list(tests):  # complete: every build has queued its test
                     f.result()
             except BaseException:
