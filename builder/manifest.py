@@ -63,6 +63,9 @@ class Manifest:
     # facts (python, glibc, gcc, ..., first_compile_command), python_cflags.
     build: dict[str, Any] | None = None
     python: str | None = None
+    # What the build's image had installed, as "name=version": "deb" (dpkg-query -W) and
+    # "python" (the image interpreter's distributions); `verify` names drift package by package.
+    image_packages: dict[str, list[str]] | None = None
     recipe: dict[str, Any] | None = None  # resolved, file (the TOML as written), patches
     edits: list[Any] | None = None  # each `cbuild wheel-edit` since, appended by it
     schema_version: int = SCHEMA_VERSION

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
+from builder.wheels.compare import compare_member, compare_wheels, elf_hints
 from builder.wheels.info import WheelInspectError
-from builder.workflows.verify import compare_member, compare_wheels, elf_hints, find_placed
+from builder.workflows.verify import find_placed
 
 SO = "pkg/_native.cpython-311-x86_64-linux-gnu.so"
 SOURCE = """

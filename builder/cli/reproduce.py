@@ -285,6 +285,7 @@ def rebuild_cmd(
 ) -> None:
     """Rebuild WHEEL from its manifest alone (locked inputs, recorded recipe and target) and
     print both sha256s; exit 0 when they are equal, 1 when not (`cbuild verify` says how)."""
+    from builder.wheels import compare
     from builder.workflows import verify
 
     try:
@@ -296,7 +297,7 @@ def rebuild_cmd(
                 f"--out {out} holds the placed wheel itself", fix="pass another --out folder"
             )
         shutil.copyfile(rebuilt.wheel, dest)
-        comparison = verify.compare_wheels(wheel, dest)
+        comparison = compare.compare_wheels(wheel, dest)
         verify.cleanup(rebuilt, keep)
     except CbuildError as exc:
         fail(exc)
@@ -350,6 +351,7 @@ def verify_cmd(
     """Rebuild a placed wheel in fresh containers, from another host folder and at another
     time, and compare bit for bit: "identical" (exit 0), or which files differ and how (exit 1):
     a diff of text and metadata, the differing sections of ELF files."""
+    from builder.wheels import compare
     from builder.workflows import verify
 
     try:
@@ -373,7 +375,7 @@ def verify_cmd(
                 fix="cbuild verify WHEEL, or cbuild verify PKG VERSION --target ID",
             )
         rebuilt = _rebuild(wheel, cache, recipes, sdist, engine_name)
-        comparison = verify.compare_wheels(wheel, rebuilt.wheel)
+        comparison = compare.compare_wheels(wheel, rebuilt.wheel)
         if keep:
             err.print(f"[dim]rebuild kept in {rebuilt.folder}[/]")
         verify.cleanup(rebuilt, keep)

@@ -170,6 +170,8 @@ def default_store() -> Path:
 
 class ApptainerEngine:
     name = "apptainer"
+    # `--network` for a step cut off; the tests name one Apptainer refuses, to see a refusal.
+    isolation = "none"
 
     def __init__(
         self,
@@ -195,8 +197,6 @@ class ApptainerEngine:
         self.min_free = min_free
         self.fakeroot = True  # known after the probe: whether Apptainer runs as non-root
         self.network_isolated = True  # until the installation refuses --network none
-        # `--network` for a step cut off; the tests name one Apptainer refuses to see a refusal.
-        self.isolation = "none"
         # Only then, and only when asked, do steps run with the host's network.
         self.allow_host_network = (
             allow_host_network_default() if allow_host_network is None else allow_host_network

@@ -8,6 +8,8 @@ host's folders are called.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
+from typing import Protocol
 
 from builder.images.paths import (
     BUILD_ENV,
@@ -25,6 +27,15 @@ from builder.images.paths import (
     TOOLS_ENV,
 )
 from builder.targets.binfmt import RULES, UNAVAILABLE, launcher_source
+
+
+class Pinned(Protocol):
+    """A locked file (builder.sources.pypi.LockEntry has these)."""
+
+    name: str
+    version: str
+    sha256: str
+
 
 STEP_MARK = "::cbuild-step::"  # printed before each test step so a failure can be named
 STEPS_VERSION = 4  # part of every build key: bump when a script changes what it builds
@@ -55,6 +66,12 @@ def fetch_wheels_script(requirements: list[str], dest: str, extra: list[str] = (
     """Download binary wheels for the image's Python (network on); never build anything here."""
     reqs = _q([*requirements, *extra])
     return f"set -e\npython3 -m pip download --only-binary=:all: --dest {dest} {reqs}\n"
+
+
+def hashed_requirements(entries: Iterable[Pinned]) -> str:
+    """A requirements file for pip's hash-checking mode: `name==version --hash=sha256:...`,
+    one line per locked file (pip then refuses any file with another sha256, store or index)."""
+    return "".join(f"{e.name}=={e.version} --hash=sha256:{e.sha256}\n" for e in entries)
 
 
 def build_script(

@@ -13,10 +13,9 @@ from pathlib import Path
 from builder.cache import Cache
 from builder.engines.base import Engine, Mount, RunSpec
 from builder.errors import BuildError, ConfigError
-from builder.files import copy_atomic
 from builder.images import scripts as steps
 from builder.images.paths import CA_PATH, DEPS_DIR, IN_DIR, PATCHES_DIR, STORE_DIR, TOOLS_DIR
-from builder.pipeline.fetch import host_ca_bundle, tail
+from builder.pipeline.fetch import check_store_copies, host_ca_bundle, store_wheel, tail
 from builder.pipeline.model import WheelRequest
 from builder.progress import TargetProgressFn
 from builder.providers import get_provider
@@ -107,9 +106,10 @@ def backend_requires(
         if answer["asked"]:
             progress(t.id, f"the backend asks for {', '.join(answer['asked'])}")
     for folder in (deps, tools):  # the index's wheels, shared by later runs
+        check_store_copies(folder, store)
         for p in folder.glob("*.whl"):
             if not (store / p.name).exists():
-                copy_atomic(p, store / p.name)
+                store_wheel(p, store)
     return tuple(extra)
 
 

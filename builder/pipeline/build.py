@@ -147,12 +147,22 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
 # manifest records it. One marked JSON line; a missing tool is null.
 FACTS_MARK = "::cbuild-facts::"
 _FACTS_CODE = f"""\
-import json, platform, subprocess, sysconfig
+import importlib.metadata, json, platform, subprocess, sysconfig
 def first(*cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
     except Exception:
         return None
+def debs():
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${{Package}}=${{Version}}\\n"],
+                             capture_output=True, text=True).stdout
+    except Exception:
+        return None
+    return sorted(set(out.split()))
+def pys():
+    dists = importlib.metadata.distributions()
+    return sorted({{f"{{d.metadata['Name']}}={{d.version}}" for d in dists if d.metadata['Name']}})
 print("{FACTS_MARK}" + json.dumps({{
     "python": platform.python_version(),
     "python_cflags": sysconfig.get_config_var("CFLAGS"),
@@ -161,6 +171,7 @@ print("{FACTS_MARK}" + json.dumps({{
     "gxx": first("g++", "--version"),
     "gfortran": first("gfortran", "--version"),
     "ld": first("ld", "--version"),
+    "image_packages": {{"deb": debs(), "python": pys()}},
 }}))
 """
 BUILD_FACTS_PROBE = f"python3 -c {shlex.quote(_FACTS_CODE)} || true"

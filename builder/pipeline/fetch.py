@@ -13,7 +13,7 @@ from pathlib import Path
 from builder.cache import Cache
 from builder.engines.base import Engine, Mount, RunSpec
 from builder.errors import BuildError, ConfigError, FetchError
-from builder.files import copy_atomic
+from builder.files import copy_atomic, write_atomic
 from builder.images import scripts as steps
 from builder.images.paths import CA_PATH, DOWNLOAD_DIR, IN_DIR, LINKS_DIR, STORE_DIR
 from builder.pipeline.model import WheelRequest
@@ -198,13 +198,52 @@ def fetch_wheels(
             fix="check the names and versions; a dependency that has no wheel "
             "must be built first (add it to the wheelhouse)",
         )
+    check_store_copies(dest, store)
     for p in dest.glob("*.whl"):
         # Only the index's wheels are shared by runs: the wheel under test and a
         # wheelhouse's stay out, or another wheelhouse's runs would find them there.
         given = (*mounts, *links)
         if not (store / p.name).exists() and not any((d / p.name).exists() for d in given):
-            copy_atomic(p, store / p.name)
+            store_wheel(p, store)
     return dest
+
+
+# --- the wheel store: each file with the sha256 it entered with ---------------------------------
+def _recorded(store: Path, name: str) -> Path:
+    return store / f"{name}.sha256"
+
+
+def store_wheel(path: Path, store: Path) -> None:
+    """Share a fetched wheel with later runs, with its sha256 beside it: pip checked the file
+    against the index's hash when it downloaded it, so the store keeps what the index served."""
+    copy_atomic(path, store / path.name)
+    write_atomic(_recorded(store, path.name), pypi.sha256_of(path) + "\n")
+
+
+def check_store_copies(folder: Path, store: Path) -> None:
+    """Refuse when a wheel in `folder` that pip took from the store is not the file the store
+    recorded (changed or replaced since): every run, not only a rebuild. A store file without
+    a record (an older cbuild's) gets one now, from its present bytes."""
+    changed = []
+    for p in sorted(folder.glob("*.whl")):
+        kept, record = store / p.name, _recorded(store, p.name)
+        if not kept.is_file():
+            continue
+        have = pypi.sha256_of(p)
+        if not record.is_file():
+            if pypi.sha256_of(kept) == have:
+                write_atomic(record, have + "\n")
+            continue
+        want = record.read_text().strip()
+        if have != want:
+            changed.append(f"{p.name}: sha256 {have}, stored as {want}")
+    if changed:
+        raise FetchError(
+            "the wheel store holds files that changed since they were stored:\n    "
+            + "\n    ".join(changed),
+            fix=f"delete them from {store} (and their .sha256 files): the next run fetches "
+            "them again from the index",
+        )
 
 
 def fetch_pinned(
@@ -218,8 +257,9 @@ def fetch_pinned(
     target: Target | None = None,
 ) -> Path:
     """Exactly the locked build inputs: from the wheel store when a file with the locked
-    sha256 is there, else `name==version` through pip (no dependency resolution: the lock
-    lists them all); every file is then checked against its sha256."""
+    sha256 is there, else through pip's hash-checking mode (`name==version --hash=sha256:...`,
+    --require-hashes, no dependency resolution: the lock lists them all); every file is then
+    checked against its sha256 again, whichever way it came."""
     dest.mkdir(parents=True, exist_ok=True)
     store = Cache(cache).wheels
     missing = []
@@ -230,15 +270,19 @@ def fetch_pinned(
         else:
             missing.append(e)
     if missing:
+        hashed = logs / "locked-requirements"
+        hashed.mkdir(parents=True, exist_ok=True)
+        (hashed / "requirements.txt").write_text(steps.hashed_requirements(missing))
         fetch_wheels(
             engine,
             progress,
             image,
-            [f"{e.name}=={e.version}" for e in missing],
+            ["-r", f"{IN_DIR}/requirements.txt"],
             dest,
             cache,
             logs / "fetch.log",
-            extra=("--no-deps",),
+            mounts=[hashed],
+            extra=("--no-deps", "--require-hashes"),
             target=target,
         )
     got = {p.name: pypi.sha256_of(p) for p in dest.iterdir() if p.is_file()}

@@ -170,10 +170,15 @@ def provenance(r: TargetResult, recipe: Recipe) -> dict[str, Any]:
             "env": r.build_env,
             # The build script puts Python's own CFLAGS before the target's.
             "effective_cflags": f"{py_flags} {flags}" if py_flags and flags else flags,
-            **{k: v for k, v in r.build_facts.items() if k != "python_cflags"},
+            **{
+                k: v
+                for k, v in r.build_facts.items()
+                if k not in ("python_cflags", "image_packages")
+            },
             "python_cflags": py_flags,
         },
         "python": r.build_facts.get("python") or r.target.python,
+        "image_packages": r.build_facts.get("image_packages"),
         "recipe": {
             "resolved": resolved.as_dict(),
             "file": recipe.path.read_text() if recipe.path and recipe.path.is_file() else None,

@@ -42,20 +42,13 @@ from builder.targets.levels import Level, host_has, level
 from builder.targets.model import Target
 from builder.targets.model import resolve as resolve_targets
 from builder.wheelhouse import layout
-from builder.wheels import info as wheelinfo
+from builder.wheels.compare import check_wheel
 
 SETUP_FAILED = "::cbuild-setup-failed::"
 SETUP_LOG = "/tmp/cbuild-setup.log"
 
 
 # ---------------------------------------------------------------------------- manifests
-
-
-def check_wheel(wheel: Path) -> None:
-    """A readable wheel: a zip whose members all stay inside it (wheelinfo's checks)."""
-    if wheel.suffix != ".whl" and wheel.is_file():
-        raise ConfigError(f"{wheel} is not a wheel (no .whl suffix)", fix="pass a .whl file")
-    wheelinfo._open_zip(wheel).close()
 
 
 # What each use of a manifest reads from it.
