@@ -1,16 +1,16 @@
 """Import of the legacy shell configs (`config/<pkg>.sh`, sourced by build_wheel.sh) as recipes.
 
-What converts: variable assignments of the ~30 legacy variables, `${VERSION}` uses, and
-`if`/`elif`/`else` on the stack year (`$EBVERSIONGENTOO == 2023`) or on the version
-(`$VERSION == 1.2.*`), which become `[targets."gentoo2023-*"]` and `[versions."==1.2.*"]`
-override tables (nested for nested conditions, negated for `else`). Known idioms convert too:
-the git-clone-then-tar download becomes `[source] git`, manipulate_wheels.py calls become
-`[wheel]` edits, `export NAME=value` in build commands becomes `[build] env`.
+What converts: assignments of the ~30 legacy variables, expanded as bash did when it read the
+config; `if`/`elif`/`else` on the stack year, the version (also build_wheel.sh's
+`translate_version` comparisons) and tests with one answer for cbuild (`-n $EBROOTGENTOO`,
+`$THIS_SCRIPT`), as `[targets."gentoo2023-*"]` / `[versions."<1.2"]` override tables. Known
+idioms convert too: GitHub tag archives, `git+URL@rev` and git-clone-then-tar become
+`[source] git`; manipulate_wheels.py calls `[wheel]` edits; exports in PRE_DOWNLOAD_COMMANDS and
+PRE_BUILD_COMMANDS `[build] env` or the start of pre_build.
 
-What does not convert is listed per file with its line and the reason, never guessed:
-arbitrary shell at the top level, `exit`, calls to other scripts, command substitutions where a
-typed field is needed, variables only the legacy build environment sets, conditions other than
-the stack year and the version, and a URL source whose sha256 the config does not record.
+What does not convert is listed per file with its line and the reason, never guessed; what had
+no effect in the legacy build either (a misspelt variable) is a note. tools/legacy_measure.py
+checks both against bash sourcing each config.
 """
 
 from builder.recipes.legacy.importer import LegacyResult, convert, import_configs, package_of
