@@ -22,7 +22,7 @@ from builder.pipeline.keys import build_key
 from builder.pipeline.model import TargetResult
 from builder.pipeline.place import provenance
 from builder.providers import spec_for
-from builder.recipes import load_recipe
+from builder.recipes import BUILTIN_RECIPES, load_recipe
 from builder.sources import pypi
 from builder.targets.cputest import qemu_binary
 from builder.targets.model import resolve
@@ -42,7 +42,7 @@ from builder.workflows.reproduce import (
 )
 from builder.workflows.run import exit_message, shell_argv
 
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+REPO_RECIPES = BUILTIN_RECIPES  # shipped as package data (builder/data/recipes)
 V3, V4, GENERIC = resolve(["gentoo2023-x86-64-v3", "gentoo2023-x86-64-v4", "gentoo2023-generic"])
 runner = CliRunner()
 

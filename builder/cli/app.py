@@ -7,15 +7,27 @@ import sys
 
 import typer
 
-from builder.cli import batch, doctor, inspect, place, recipes, reproduce, targets, wheel
+from builder.cli import (
+    batch,
+    config,
+    doctor,
+    inspect,
+    place,
+    recipes,
+    report,
+    reproduce,
+    targets,
+    wheel,
+)
 
 app = typer.Typer(
     help="Containerized, reproducible wheel builder for HPC wheelhouses.",
     no_args_is_help=True,
-    add_completion=False,
+    # `cbuild --install-completion` / `--show-completion` (bash, zsh, fish; README).
+    add_completion=True,
 )
 # The order of `cbuild --help`.
-for module in (targets, wheel, inspect, place, recipes, batch, reproduce, doctor):
+for module in (targets, wheel, inspect, place, report, recipes, batch, reproduce, config, doctor):
     module.register(app)
 
 

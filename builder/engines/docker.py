@@ -12,6 +12,7 @@ import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,10 +240,11 @@ class DockerEngine:
         return len(found)
 
     @staticmethod
-    def _wait(container: Any) -> int:
+    def _wait(container: Any, poll: Callable[[], None] = lambda: None) -> int:
         """Poll the container's state twice a second: Podman 4's wait endpoint spins a core
         while it waits, as its follow-logs does, which a parallel build cannot spare."""
         while True:
+            poll()
             container.reload()
             state = container.attrs.get("State", {})
             if state.get("Status") in ("exited", "dead", "stopped") or not state.get("Running"):
@@ -252,10 +254,17 @@ class DockerEngine:
                 return int(state.get("ExitCode", -1))
             time.sleep(0.5)
 
-    def run(self, spec: RunSpec, log: Path, progress: Progress | None = None) -> RunResult:
+    def run(
+        self,
+        spec: RunSpec,
+        log: Path,
+        progress: Progress | None = None,
+        stream: Progress | None = None,
+    ) -> RunResult:
         """The command's output goes straight into the log, bound into the container: `tail -f`
         works, and no output is streamed through the API (Podman 4's follow-logs spins a
-        whole core per stream, which halved what parallel builds gain)."""
+        whole core per stream, which halved what parallel builds gain); `stream` is fed by
+        tailing that file at each poll."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a", encoding="utf-8") as fh:
             fh.write(f"$ {' '.join(spec.command)}\n")
@@ -274,7 +283,9 @@ class DockerEngine:
         )
         try:
             container.start()
-            code = self._wait(container)
+            tail = LogTail(log, start, stream)
+            code = self._wait(container, tail.poll)
+            tail.poll(final=True)
         finally:
             # Always removed, also on Ctrl-C: no container is left running.
             with contextlib.suppress(docker.errors.APIError):
@@ -289,6 +300,27 @@ class DockerEngine:
                 if line.strip():
                     progress(line[:200])
         return RunResult(code, output)
+
+
+class LogTail:
+    """Feeds `stream` the complete lines a log file gained since `start` (the rest at the end)."""
+
+    def __init__(self, log: Path, start: int, stream: Progress | None) -> None:
+        self.log, self.pos, self.stream, self.partial = log, start, stream, b""
+
+    def poll(self, final: bool = False) -> None:
+        if self.stream is None:
+            return
+        with self.log.open("rb") as fh:
+            fh.seek(self.pos)
+            data = self.partial + fh.read()
+            self.pos = fh.tell()
+        *lines, self.partial = data.split(b"\n")
+        for line in lines:
+            self.stream(line.decode("utf-8", errors="replace") + "\n")
+        if final and self.partial:
+            self.stream(self.partial.decode("utf-8", errors="replace"))
+            self.partial = b""
 
 
 def _import_id(result: str | bytes) -> str:

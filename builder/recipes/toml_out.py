@@ -18,7 +18,7 @@ def new_recipe_text(name: str, import_name: str | None = None) -> str:
     canonical = canonicalize_name(name)
     module = import_name or re.sub(r"[^A-Za-z0-9_]", "_", name)
     return f'''# Recipe for {name}. `cbuild recipe check` checks it and
-# `cbuild recipe show {canonical} VERSION` prints it resolved; keys: builder/data/recipe.schema.json.
+# `cbuild recipe show {canonical} VERSION` prints it resolved; its keys: `cbuild recipe schema`.
 
 [package]
 name = "{canonical}"

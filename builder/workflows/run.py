@@ -114,9 +114,11 @@ def run_in_image(
     cache: Path,
     network: bool = False,
     progress: StepProgress,
+    stream: StepProgress | None = None,
 ) -> RunOutcome:
-    """Run `command` as planned and return its exit status and output. The setup failing for
-    want of a file fetches it and runs again (the command had not started)."""
+    """Run `command` as planned and return its exit status and output, fed to `stream` as it
+    comes. The setup failing for want of a file fetches it and runs again (the command had not
+    started, and what the failed setup printed is not streamed: the error shows it)."""
     if not command:
         raise ConfigError("no command given", fix="put the command after --: cbuild run T -- CMD")
     work = _run_folder(cache)
@@ -131,7 +133,7 @@ def run_in_image(
             mounts=tuple(mounts),
             network=network,
         )
-        res = engine.run(spec, log)
+        res = engine.run(spec, log, stream=_unless_setup_failed(stream) if stream else None)
         if SETUP_FAILED not in res.output:
             break
         setup_out = res.output.split(SETUP_FAILED, 1)[1]
@@ -147,6 +149,19 @@ def run_in_image(
         mounts.append(Mount(dest, FETCHED_DIR))
         extra = (FETCHED_DIR,)
     return RunOutcome(res.exit_code, res.output, exit_message(res, plan), fetched)
+
+
+def _unless_setup_failed(stream: StepProgress) -> StepProgress:
+    """`stream`, silenced from the setup's failure marker on (the setup's output follows it)."""
+    failed = False
+
+    def feed(line: str) -> None:
+        nonlocal failed
+        failed = failed or line.rstrip("\n") == SETUP_FAILED
+        if not failed:
+            stream(line)
+
+    return feed
 
 
 def exit_message(res: RunResult, plan: RunPlan) -> str | None:
