@@ -452,14 +452,21 @@ def test_cli_schema_check(tmp_path: Path) -> None:
 # --- what the build does not do yet ---------------------------------------------------------------
 
 
-def test_fields_the_build_does_not_act_on_are_named() -> None:
+def _once_recipe(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "oncepkg.toml").write_text('[package]\nname = "oncepkg"\n\n[build]\nonce = true\n')
+    return folder
+
+
+def test_fields_the_build_does_not_act_on_are_named(tmp_path: Path) -> None:
     repo = BUILTIN_RECIPES
     assert load_recipe("annoy", "1.17.3", repo).not_built_yet() == []
     assert load_recipe("dtreeviz", "1.3.7", repo).not_built_yet() == []
     assert load_recipe("pyfftw", "0.15.0", repo).not_built_yet() == []  # apt: its own image
-    (gap,) = load_recipe("pytorch3d", "0.7.8", FIXTURE_RECIPES).not_built_yet()
-    assert gap == "[source] git: only PyPI sdists are fetched so far"
-    assert load_recipe("pytorch3d", "0.7.8", FIXTURE_RECIPES).not_built_yet(local_source=True) == []
+    # [source] git is fetched (builder.sources.git)
+    assert load_recipe("pytorch3d", "0.7.8", FIXTURE_RECIPES).not_built_yet() == []
+    (gap,) = load_recipe("oncepkg", "1.0", _once_recipe(tmp_path)).not_built_yet()
+    assert gap.startswith("[build] once: ")
 
 
 def test_the_pipeline_refuses_such_a_recipe_before_any_container(tmp_path: Path) -> None:
@@ -467,14 +474,14 @@ def test_the_pipeline_refuses_such_a_recipe_before_any_container(tmp_path: Path)
     from builder.pipeline.model import WheelRequest
 
     req = WheelRequest(
-        "pytorch3d",
-        "0.7.8",
+        "oncepkg",
+        "1.0",
         tuple(resolve(["gentoo2023-generic"])),
         tmp_path / "wheelhouse",
         tmp_path / "cache",
-        FIXTURE_RECIPES,
+        _once_recipe(tmp_path / "recipes"),
     )
     # No engine: the refusal comes before anything would use one.
-    with pytest.raises(ConfigError, match=r"\[source\] git"):
+    with pytest.raises(ConfigError, match=r"\[build\] once"):
         Pipeline(None, lambda t, m: None).run(req)  # type: ignore[arg-type]
     assert not (tmp_path / "cache").exists()

@@ -10,6 +10,8 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from builder.cache import Cache
 from builder.engines.base import Engine, Mount, RunSpec
 from builder.errors import BuildError, ConfigError, FetchError
@@ -19,7 +21,9 @@ from builder.images.paths import CA_PATH, DOWNLOAD_DIR, IN_DIR, LINKS_DIR, STORE
 from builder.pipeline.model import WheelRequest
 from builder.progress import TargetProgressFn
 from builder.providers import get_provider
-from builder.sources import pypi
+from builder.recipes import Recipe, Source
+from builder.sources import git, pypi
+from builder.sources import url as url_source
 from builder.targets.model import Target
 
 
@@ -65,14 +69,21 @@ def has_native_sources(sdist: Path) -> bool:
 
 
 # --- the source -----------------------------------------------------------------------------------
-def source(req: WheelRequest, progress: TargetProgressFn) -> tuple[pypi.Release, Path]:
-    """The sdist to build and its release facts: pinned, from PyPI, or the local file."""
+def source(
+    req: WheelRequest, progress: TargetProgressFn, recipe: Recipe | None = None
+) -> tuple[pypi.Release, Path]:
+    """The source archive to build and its release facts: pinned, the local file, or what the
+    recipe's [source] names (PyPI's sdist, a git commit's archive, a URL's archive)."""
     sdists = Cache(req.cache).sdists
     if req.pinned is not None:
         return _pinned_source(req, req.pinned, progress)
+    src = recipe.source if recipe is not None else None
+    if req.sdist is None and src is not None and src.kind in ("git", "url"):
+        return _recipe_source(req, src, progress)
     if req.sdist is None:
-        progress("", f"PyPI: {req.package} {req.version}")
-        release = pypi.release_info(req.package, req.version)
+        pypi_name = src.pypi_name if src is not None and src.pypi_name else req.package
+        progress("", f"PyPI: {pypi_name} {req.version}")
+        release = pypi.release_info(pypi_name, req.version)
         return release, pypi.download(release.sdist_url, release.sdist_sha256, sdists)
     # A local sdist (a fixture, a patched source): pinned by its own sha256.
     if not req.sdist.is_file():
@@ -95,6 +106,40 @@ def source(req: WheelRequest, progress: TargetProgressFn) -> tuple[pypi.Release,
         datetime.fromtimestamp(req.sdist.stat().st_mtime, UTC),
     )
     return release, copy
+
+
+def _git_top(req: WheelRequest) -> str:
+    """The top folder of a git archive, as an sdist's: `<name>-<version>`."""
+    return f"{canonicalize_name(req.package)}-{req.version}"
+
+
+def _recipe_source(
+    req: WheelRequest, src: Source, progress: TargetProgressFn
+) -> tuple[pypi.Release, Path]:
+    """A git commit's archive or a URL's archive, locked like an sdist: by sha256, with the
+    URL that gives the same bytes again (`git+REPO@COMMIT` for git)."""
+    sdists = Cache(req.cache).sdists
+    if src.kind == "git":
+        progress("", f"git: {src.git} {src.rev}")
+        got = git.fetch_archive(src.git, src.rev, sdists, _git_top(req), src.submodules)
+        progress("", f"git: {src.rev} is commit {got.commit}")
+        path, where, when = got.path, got.url, got.commit_time
+        sha = pypi.sha256_of(path)
+    else:
+        progress("", f"fetch {src.url}")
+        package, sha, where = canonicalize_name(req.package), src.sha256, src.url
+        name = url_source.archive_name(where, sha, package, req.version, src.filename)
+        path = url_source.fetch_archive(where, sha, sdists, name)
+        when = path.stat().st_mtime
+    if src.folder and (top := pypi.sdist_facts(path).top_folder) != src.folder:
+        raise FetchError(
+            f"{path.name} holds the folder {top!r}, not {src.folder!r} as [source] folder says",
+            fix=f'set folder = "{top}" under [source], or drop the key',
+        )
+    release = pypi.Release(
+        req.package, req.version, where, path.name, sha, None, datetime.fromtimestamp(when, UTC)
+    )
+    return release, path
 
 
 def _pinned_source(
@@ -127,7 +172,7 @@ def _pinned_source(
             )
         progress("", f"fetch {e.filename} (locked)")
         try:
-            copy = pypi.download(e.url, e.sha256, dest)
+            copy = _locked_copy(req, e, dest)
         except FetchError as exc:
             raise FetchError(
                 f"the locked sdist {e.filename} could not be had from {e.url}: {exc.message}",
@@ -136,6 +181,18 @@ def _pinned_source(
     url = e.url or copy.resolve().as_uri()
     mtime = datetime.fromtimestamp(copy.stat().st_mtime, UTC)
     return pypi.Release(req.package, e.version, url, e.filename, e.sha256, None, mtime), copy
+
+
+def _locked_copy(req: WheelRequest, e: pypi.LockEntry, dest: Path) -> Path:
+    """The locked source again, by sha256: a git archive made anew from its commit (the same
+    commit gives the same bytes), any other file downloaded from its URL."""
+    if pinned := git.parse_lock_url(e.url):
+        repo, commit, submodules = pinned
+        got = git.fetch_archive(repo, commit, dest, _git_top(req), submodules)
+        if (have := pypi.sha256_of(got.path)) != e.sha256:
+            raise FetchError(f"the archive of {e.url} has sha256 {have}, the lock says {e.sha256}")
+        return got.path
+    return url_source.fetch_archive(e.url, e.sha256, dest, e.filename)
 
 
 # --- wheels -----------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class Pipeline:
         # An unplaced export has no wheelhouse of its own to be up to date in: it builds.
         if not req.rebuild and req.unplaced is None and (done := up_to_date(req, recipe)):
             return done
-        release, sdist = fetch.source(req, self.progress)
+        release, sdist = fetch.source(req, self.progress, recipe)
         # Cached by an older cbuild as 0600: an engine whose container user is not ours
         # (Apptainer's) must read it like any input.
         sdist.chmod(sdist.stat().st_mode | 0o444)

@@ -98,10 +98,8 @@ class Recipe:
         that needs them must fail before building, not build something else silently.
         `local_source`: the source was given (--sdist), so [source] does not matter."""
         gaps = []
-        if not local_source and self.source.kind != "pypi":
-            gaps.append(f"[source] {self.source.kind}: only PyPI sdists are fetched so far")
-        if not local_source and self.source.pypi_name:
-            gaps.append("[source] pypi_name: the sdist is looked up by the recipe's name")
+        if not local_source and self.source.kind == "wheel":
+            gaps.append("[source] binary_wheel: PyPI's binary wheels are not repackaged yet")
         if self.rpath or self.rpath_origin:
             gaps.append("[wheel] rpath: RPATH edits need patchelf, which repair does not run yet")
         if self.build_once:
