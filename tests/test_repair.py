@@ -238,13 +238,53 @@ def test_pure_any_wheel_with_shared_library_gets_platform_tag(tmp_path: Path) ->
     ]
 
 
-def test_pure_any_wheel_with_unversioned_library_is_refused(tmp_path: Path) -> None:
-    files = {"fast/__init__.py": b"", "fast/libhelper.so.1": b"\x7fELF"}
+def _elf_header(machine: int) -> bytes:
+    return b"\x7fELF\x02\x01\x01" + bytes(11) + machine.to_bytes(2, "little") + bytes(44)
+
+
+@pytest.mark.parametrize(
+    "elf_file",
+    [
+        "fast/libhelper.so.1",  # a ctypes library
+        "fast/bin/helper",  # a program, no .so in its name
+        "fast/_core.abi3.so",  # an abi3 module: no one CPython
+    ],
+)
+def test_pure_any_wheel_with_elf_files_gets_py3_none_linux(tmp_path: Path, elf_file: str) -> None:
+    files = {"fast/__init__.py": b"", elf_file: _elf_header(62), "fast/data.txt": b"\x7fEL"}
+    src = make_wheel(
+        tmp_path, dist="fast", version="0.3", tag="py3-none-any", files=files, purelib=True
+    )
+    result = repair_wheel(src, tmp_path / "out", label="cc", source_date_epoch=SDE)
+    assert result.path.name == "fast-0.3+cc-py3-none-linux_x86_64.whl"
+    assert result.tags == ("py3-none-linux_x86_64",)
+    assert not result.is_pure and result.has_shared_libs
+    wheel = read(result.path)[f"{info_dir(result.path)}/WHEEL"].decode()
+    assert "Root-Is-Purelib: false" in wheel and "Tag: py3-none-linux_x86_64" in wheel
+    assert "tag py3-none-any -> py3-none-linux_x86_64" in result.changes
+
+
+def test_any_wheel_with_elf_of_other_machines(tmp_path: Path) -> None:
+    files = {"fast/__init__.py": b"", "fast/libarm.so": _elf_header(183)}
     src = make_wheel(tmp_path, dist="fast", version="0.3", tag="py3-none-any", files=files)
-    with pytest.raises(RepairError, match="cpython-3XY") as err:
-        repair_wheel(src, tmp_path / "out", label="cc", source_date_epoch=SDE)
+    result = repair_wheel(src, tmp_path / "out", label="cc", source_date_epoch=SDE)
+    assert result.path.name == "fast-0.3+cc-py3-none-linux_aarch64.whl"
+    files["fast/libx.so"] = _elf_header(62)
+    src = make_wheel(tmp_path, dist="fast", version="0.3", tag="py3-none-any", files=files)
+    with pytest.raises(RepairError, match="machines aarch64, x86_64") as err:
+        repair_wheel(src, tmp_path / "out2", label="cc", source_date_epoch=SDE)
     assert err.value.fix
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+
+
+def test_any_wheel_with_extensions_of_several_pythons_is_refused(tmp_path: Path) -> None:
+    files = {
+        "fast/_a.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
+        "fast/_a.cpython-312-x86_64-linux-gnu.so": b"\x7fELF",
+    }
+    src = make_wheel(tmp_path, dist="fast", version="0.3", tag="py3-none-any", files=files)
+    with pytest.raises(RepairError, match=r"several Pythons \(cp311, cp312\)"):
+        repair_wheel(src, tmp_path / "out", label="cc", source_date_epoch=SDE)
 
 
 def test_pure_wheel_stays_pure(tmp_path: Path) -> None:

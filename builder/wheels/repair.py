@@ -36,6 +36,9 @@ _CHUNK = 1 << 20
 _SHARED_LIB = re.compile(r"\.so(\.\d+)*$")
 _CPYTHON = re.compile(r"cpython-(3)(\d+)")
 _MANYLINUX = re.compile(r"^(?:manylinux|musllinux)(?:1|2010|2014|_\d+_\d+)_(?P<arch>.+)$")
+_ELF_MAGIC = b"\x7fELF"
+# e_machine -> platform suffix; a header too short to say (a test's stub) counts as x86-64.
+_ELF_MACHINES = {None: "x86_64", 3: "i686", 62: "x86_64", 183: "aarch64"}
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -314,12 +317,12 @@ def repair_wheel(
         )
         changes += meta_changes
 
-        shared_libs = sorted(n for n in members if _is_shared_lib(n))
+        elves = _elf_members(zin, members)
         plat = ".".join(_dedupe(_platform_tag(p) for p in old.plat.split(".")))
         py, abi, purelib = old.py, old.abi, None
-        if plat == "any" and shared_libs:
-            py = abi = _python_tag(src.name, shared_libs)
-            plat, purelib = "linux_x86_64", False
+        if plat == "any" and elves:
+            py, abi, plat = _any_with_elf_tags(src.name, old, elves)
+            purelib = False
         new = _WheelName(old.dist, version, old.build, py, abi, plat)
         if (old.py, old.abi, old.plat) != (py, abi, plat):
             changes.append(f"tag {old.py}-{old.abi}-{old.plat} -> {py}-{abi}-{plat}")
@@ -381,28 +384,49 @@ def repair_wheel(
         tags=tuple(sorted(str(t) for t in parsed_tags)),
         changes=changes,
         is_pure=plat == "any",
-        has_shared_libs=bool(shared_libs),
+        has_shared_libs=bool(elves),
     )
 
 
-def _python_tag(wheel: str, shared_libs: list[str]) -> str:
-    """`cp311` from extension names such as `_foo.cpython-311-x86_64-linux-gnu.so`."""
+def _elf_members(zin: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> dict[str, str]:
+    """Member -> its machine's platform suffix ("x86_64"), for every ELF file (by its magic,
+    whatever its name: ctypes libraries, executables, abi3 and version-specific modules)."""
+    found = {}
+    for name, info in sorted(members.items()):
+        if info.file_size < 4:
+            continue
+        with zin.open(info) as f:
+            head = f.read(20)
+        if head[:4] == _ELF_MAGIC:
+            machine = int.from_bytes(head[18:20], "little") if len(head) == 20 else None
+            found[name] = _ELF_MACHINES.get(machine, f"e_machine {machine}")
+    return found
+
+
+def _any_with_elf_tags(wheel: str, old: _WheelName, elves: dict[str, str]) -> tuple[str, ...]:
+    """The tags of an "any" wheel that holds ELF files: its extensions' Python when they are
+    `cpython-3XY` ones (`cp311-cp311`), else its own Python and ABI tags (`py3-none`: ctypes
+    libraries, programs and abi3 modules need no one CPython); the platform of their machine."""
+    machines = sorted(set(elves.values()))
+    shown = ", ".join(list(elves)[:3]) + (", ..." if len(elves) > 3 else "")
+    if len(machines) > 1 or machines[0].startswith("e_machine"):
+        raise RepairError(
+            f"{wheel} holds ELF files of machines {', '.join(machines)}: {shown}",
+            fix="build one wheel per machine, of one that Linux wheels name (x86_64, aarch64)",
+        )
     found = set()
-    for lib in shared_libs:
+    for lib in elves:
         if m := _CPYTHON.search(lib.rsplit("/", 1)[-1]):
             found.add(f"cp{m.group(1)}{m.group(2)}")
-    if len(found) == 1:
-        return found.pop()
-    if found:
-        why = f"extensions for several Pythons ({', '.join(sorted(found))})"
-    else:
-        why = "no `cpython-3XY` extension name to take the Python version from"
-    shown = ", ".join(shared_libs[:3]) + (", ..." if len(shared_libs) > 3 else "")
-    raise RepairError(
-        f"{wheel} is tagged for any platform but contains shared libraries ({shown}) and has {why}",
-        fix="build it as a platform wheel for one Python (a setuptools distribution with "
-        "ext_modules, or has_ext_modules returning True), then repair it",
-    )
+    if len(found) > 1:
+        raise RepairError(
+            f"{wheel} is tagged for any platform but contains extensions for several Pythons "
+            f"({', '.join(sorted(found))}): {shown}",
+            fix="build it as a platform wheel for one Python (a setuptools distribution with "
+            "ext_modules, or has_ext_modules returning True), then repair it",
+        )
+    py = abi = found.pop() if found else None
+    return py or old.py, abi or old.abi, f"linux_{machines[0]}"
 
 
 def write_wheel(
