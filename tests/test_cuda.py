@@ -23,12 +23,14 @@ from builder.images.cuda import (
     build_env,
     cuobjdump_path,
     cuobjdump_steps,
-    download_steps,
     image_env,
     install_steps,
     toolkit,
+    toolkit_layer,
+    with_toolkit,
 )
 from builder.targets.gpu import GpuArchs, check_known
+from builder.targets.model import load_stack
 from builder.wheels.cuda import (
     FATBIN_MAGIC,
     FatbinError,
@@ -205,10 +207,10 @@ def test_gpu_archs_refuse_what_a_build_machine_decides():
 
 
 def test_check_known_against_list_gpu_code():
-    assert check_known(TOOLKITS["13"].default_archs, LIST_13) == ()
-    assert check_known(TOOLKITS["12"].default_archs, LIST_12) == ()
+    assert check_known(DEFAULTS["13"], LIST_13) == ()
+    assert check_known(DEFAULTS["12"], LIST_12) == ()
     # CUDA 13 cannot target compute < 7.5: the CUDA 12 default is refused there
-    problems = check_known(TOOLKITS["12"].default_archs, LIST_13)
+    problems = check_known(DEFAULTS["12"], LIST_13)
     assert problems == ("sm_70 is not known to this toolkit (it knows sm_75 to sm_121)",)
     assert check_known(GpuArchs.of("90a", ptx="100"), LIST_12) == (
         "compute_100 (PTX) is not known to this toolkit (it knows sm_50 to sm_90)",
@@ -219,25 +221,55 @@ def test_check_known_against_list_gpu_code():
 # ---------------------------------------------------------------------- toolkits
 
 
+DEFAULTS = {c: load_stack("gentoo2023").gpu_archs(c) for c in ("12", "13")}
+
+
+def test_stack_defaults_are_the_sites():
+    assert DEFAULTS["13"] == GpuArchs(("80", "90"), ("90",))
+    assert DEFAULTS["12"] == GpuArchs(("70", "80", "90"), ("90",))
+
+
+def test_toolkit_layer_in_a_cuda_targets_image():
+    from builder.providers import spec_for
+    from builder.targets.model import resolve
+
+    cpu, cu13, cu13py = (
+        spec_for(t)
+        for t in resolve(
+            [
+                "gentoo2023-x86-64-v3",
+                "gentoo2023-x86-64-v3-cuda13",
+                "gentoo2023-x86-64-v3-cuda13-py313",
+            ]
+        )
+    )
+    assert not cpu.layers and [la.name for la in cu13.layers] == ["cuda13"]
+    assert [la.name for la in cu13py.layers] == ["python3.13", "cuda13"]  # shared, in order
+    env = dict(cu13py.env)
+    assert env["PATH"].startswith("/cbuild/cuda/bin:/opt/python/3.13/bin:")
+    assert env["NVCC_APPEND_FLAGS"] == "-objtemp" and env["CBUILD_TARGET"].endswith("-cuda13-py313")
+    assert with_toolkit(cpu, TOOLKITS["13"]).layers == cu13.layers
+
+
 def test_toolkits_pin_every_file():
     for tk in TOOLKITS.values():
         files = (*tk.wheels, *tk.debs)
         assert files and all(len(p.sha256) == 64 and p.size > 0 for p in files)
+        # each file is fetched on the host from the registry that serves it, checked by sha256
+        assert all(p.source.mirrors == (p.folder_url + p.file,) for p in files)
+        assert all(p.source.sha256 == p.sha256 for p in files)
         (step,) = install_steps(tk, local_dir="/dl")
         for p in tk.wheels:
             assert f"{p.requirement} --hash=sha256:{p.sha256}" in step
         for p in tk.debs:
-            assert (
-                p.sha256 in step
-                and f"dpkg-deb -x /tmp/cbuild-cuda/dl/{shlex.quote(p.file)}" in step
-            )
+            assert p.sha256 in step and f"dpkg-deb -x /dl/{shlex.quote(p.file)}" in step
         assert step.startswith("(set -e; ") and "--no-index --find-links /dl" in step
         assert "ln -s lib /cbuild/cuda/lib64" in step
         assert f"ln -s libcudart.so.{tk.cuda} /cbuild/cuda/lib/libcudart.so" in step
-        (net,) = install_steps(tk)
-        assert "--no-index" not in net and "--require-hashes" in net
-        (dl,) = download_steps(tk, "/dl")
-        assert all(p.file in dl for p in files) and "sha256sum --quiet --strict -c" in dl
+        layer = toolkit_layer(tk)  # the image layer: inputs copied in, installed offline
+        assert layer.name == tk.name and {s.file for s in layer.inputs} == {p.file for p in files}
+        assert "--no-index --find-links /tmp/cbuild-inputs" in layer.script[0]
+        assert all(p.file in layer.script[1] for p in files)  # removed after the install
     assert toolkit("cuda12") is TOOLKITS["12"] and toolkit("13").name == "cuda13"
     with pytest.raises(ConfigError, match="known: cuda13, cuda12"):
         toolkit("cuda11")
@@ -247,8 +279,10 @@ def test_cuda12_layout_ties_debian_and_pypi():
     (step,) = install_steps(TOOLKITS["12"], local_dir="/dl")
     assert "nvcc.profile" in step and "nvvm/bin" in step
     assert "nvidia-cuda-toolkit=12.4.131~12.4.1-2" not in step  # offline: no apt
-    (net,) = install_steps(TOOLKITS["12"])
-    assert "Suites: trixie" in net and "download -qq 'nvidia-cuda-toolkit=12.4.131~12.4.1-2'" in net
+    assert TOOLKITS["12"].debs[0].source.mirrors == (
+        "http://deb.debian.org/debian/pool/non-free/n/nvidia-cuda-toolkit/"
+        "nvidia-cuda-toolkit_12.4.131~12.4.1-2_amd64.deb",
+    )
     assert "TOP = $(_HERE_)/.." in tk_mod.NVCC_PROFILE
 
 
@@ -257,10 +291,10 @@ def test_environments():
     assert env13["NVCC_APPEND_FLAGS"] == "-objtemp"
     assert env12["NVCC_APPEND_FLAGS"] == "-objtemp -cudart shared -cudadevrt none"
     assert env13["PATH"].startswith("/cbuild/cuda/bin:") and env13["CUDA_HOME"] == "/cbuild/cuda"
-    b13 = build_env(TOOLKITS["13"])
+    b13 = build_env(TOOLKITS["13"], DEFAULTS["13"])
     assert b13["CUDAARCHS"] == "80-real;90" and b13["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0+PTX"
     assert b13["CMAKE_ARGS"] == "-DCMAKE_CUDA_ARCHITECTURES=80-real;90"
-    b12 = build_env(TOOLKITS["12"])
+    b12 = build_env(TOOLKITS["12"], DEFAULTS["12"])
     assert b12["TORCH_CUDA_ARCH_LIST"] == "7.0;8.0;9.0+PTX"
     assert "-DCMAKE_CUDA_RUNTIME_LIBRARY=Shared" in b12["CMAKE_ARGS"]
     assert build_env(TOOLKITS["13"], GpuArchs.of("90"))["CUDAARCHS"] == "90-real"

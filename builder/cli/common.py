@@ -137,7 +137,7 @@ def pick_targets(
     pythons = tuple(dict.fromkeys(python or ()))
     if all_targets:
         targets_mod.check_pythons(pythons, name)
-        ts = targets_mod.all_targets(name, pythons=pythons or None)
+        ts = targets_mod.all_targets(name, accelerators=None, pythons=pythons or None)
     elif not target:
         raise ConfigError(
             "no target given", fix="pass --target ID (see `cbuild targets`) or --all-targets"

@@ -42,7 +42,7 @@ def targets_cmd(
     try:
         pythons = tuple(python or ())
         targets_mod.check_pythons(pythons)
-        ts = targets_mod.all_targets(pythons=pythons or None)
+        ts = targets_mod.all_targets(accelerators=None, pythons=pythons or None)
         skipped = unbuildable(ts)
     except CbuildError as exc:
         fail(exc)
@@ -140,7 +140,7 @@ def images_render(
     from builder.images.render import rendered_files
 
     drift = []
-    for rel, text in rendered_files(targets_mod.all_targets()).items():
+    for rel, text in rendered_files(targets_mod.all_targets(accelerators=None)).items():
         path = out / rel
         if path.exists() and path.read_text() == text:
             continue

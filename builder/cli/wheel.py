@@ -87,6 +87,11 @@ def wheel_cmd(
     jobs = cfg.jobs.value
     try:
         ts = pick_targets(target, all_targets, cfg.provider.value, python)
+        if all_targets:  # every target of the recipe's accelerators (default: cpu)
+            from builder.recipes import load_recipe
+
+            recipe = load_recipe(package, version, cfg.recipe_dirs)
+            ts = [t for t in ts if recipe.builds_for_accelerator(t.accelerator)]
         if unplaced is not None and recursive:
             raise ConfigError(
                 "--unplaced with --recursive: the dependencies would have to be placed "

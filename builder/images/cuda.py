@@ -14,7 +14,10 @@ environment that hands a target's GPU architectures to every build system.
   nvidia-cuda-dev) nor `libcudadevrt.a`: CUDA 12 code links cudart shared, without the device
   runtime.
 
-Every file is locked by sha256; the toolkit is never copied into a wheel. `NVCC_APPEND_FLAGS=
+Every file is locked by sha256 and fetched on the host (PyPI's file, Debian's pool), like the
+CPython tarball (builder.images.python): an image build behind a TLS-inspecting proxy has no
+trust store, and one checked copy in the cache serves every later build offline. The toolkit
+is an image layer of its own and is never copied into a wheel. `NVCC_APPEND_FLAGS=
 -objtemp` names nvcc's temporaries after the object instead of `tmpxft_<pid>`: objects compiled
 with `-c` (as build systems do) are bit-identical; a one-step `nvcc -shared x.cu` of CUDA 12.4
 still embeds the pid.
@@ -23,11 +26,12 @@ still embeds the pid.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from builder.errors import ConfigError
 from builder.images.apptainer import DEFAULT_MIRROR
-from builder.images.paths import CUDA_HOME, DEFAULT_PATH
+from builder.images.paths import CUDA_HOME, DEFAULT_PATH, INPUTS_DIR
+from builder.images.spec import ImageSpec, Layer, SourceFile
 from builder.targets.gpu import GpuArchs
 
 STAGING = "/tmp/cbuild-cuda"  # the layer's scratch folder, removed when it is done
@@ -41,6 +45,12 @@ class Pinned:
     file: str
     sha256: str
     size: int
+    folder_url: str  # the registry's folder serving `file` (PyPI's, Debian's pool)
+
+    @property
+    def source(self) -> SourceFile:
+        """The file as an image layer's input: found or fetched on the host, by sha256."""
+        return SourceFile(self.file, self.sha256, (self.folder_url + self.file,))
 
 
 @dataclass(frozen=True)
@@ -51,10 +61,8 @@ class Toolkit:
     resolved_from: str  # the metapackage requirement the wheels were resolved from
     wheels: tuple[Pinned, ...]
     debs: tuple[Pinned, ...]
-    default_archs: GpuArchs  # the site's default; a recipe may override it
     static_cudart: bool  # False: no libcudart_static.a here, CMake links cudart shared
     nvcc_append: tuple[str, ...]  # NVCC_APPEND_FLAGS: after every nvcc command line
-    deb_suite: str = ""  # where the debs come from (component non-free)
 
     @property
     def name(self) -> str:
@@ -71,6 +79,7 @@ class Toolkit:
 
 
 _CU13 = "manylinux2014_x86_64.manylinux_2_17_x86_64"
+_PYPI = "https://files.pythonhosted.org/packages/"
 TOOLKITS: dict[str, Toolkit] = {
     "13": Toolkit(
         cuda="13",
@@ -83,34 +92,38 @@ TOOLKITS: dict[str, Toolkit] = {
                 f"nvidia_cuda_nvcc-13.0.88-py3-none-{_CU13}.whl",
                 "56fe502eb77625a12f25172caa3cdddb4e4c8ba2c8c17dba44b164761b380f03",
                 37384532,
+                _PYPI + "71/8b/a546c12881fffeba927d810598987df25d74b8b241788c7db8dfc93b0173/",
             ),
             Pinned(
                 "nvidia-cuda-crt==13.0.88",
                 f"nvidia_cuda_crt-13.0.88-py3-none-{_CU13}.whl",
                 "2c8043c7c9e02492716426e9919fc78d2c5b3b2a7a768a88e952676b08aa55a4",
                 134086,
+                _PYPI + "05/69/a1ec4d9f0747d85964206feb47bf359f48a2d6af74c0add8abba6efe3dda/",
             ),
             Pinned(
                 "nvidia-nvvm==13.0.88",
                 "nvidia_nvvm-13.0.88-py3-none-manylinux2010_x86_64.manylinux_2_12_x86_64.whl",
                 "c5f41ffeb6466944a026dfa5317d7d85355c119bbec279205d22f1869d1054e0",
                 61601415,
+                _PYPI + "15/b0/ee41e6d1108d959b5097163e7190c2d0f7857dea75606ce358f0275891b4/",
             ),
             Pinned(
                 "nvidia-cuda-runtime==13.0.96",
                 f"nvidia_cuda_runtime-13.0.96-py3-none-{_CU13}.whl",
                 "7f82250d7782aa23b6cfe765ecc7db554bd3c2870c43f3d1821f1d18aebf0548",
                 2243632,
+                _PYPI + "2e/24/d1558f3b68b1d26e706813b1d10aa1d785e4698c425af8db8edc3dced472/",
             ),
             Pinned(
                 "nvidia-cuda-cccl==13.0.85",
                 f"nvidia_cuda_cccl-13.0.85-py3-none-{_CU13}.whl",
                 "e0da7ad981f3a8aff08241b5bfc1af868742a63e2762f53a5171c492ef242649",
                 3120526,
+                _PYPI + "ab/fb/0384bb2129bed6b1b39f8e44471c615ab5ab29b7e55817538a1d390d8f84/",
             ),
         ),
         debs=(),
-        default_archs=GpuArchs(("80", "90"), ("90",)),
         static_cudart=True,
         nvcc_append=("-objtemp",),
     ),
@@ -125,18 +138,21 @@ TOOLKITS: dict[str, Toolkit] = {
                 "nvidia_cuda_nvcc_cu12-12.4.131-py3-none-manylinux2014_x86_64.whl",
                 "e4c9a35435c3b0e36c6397c5696334c9ea6650e524736cbd1c5d345ea099bb04",
                 22265199,
+                _PYPI + "54/5c/c2f2592f3a5a041d546501cdcfab0f19ccbd31714de238f381a6e302a783/",
             ),
             Pinned(
                 "nvidia-cuda-runtime-cu12==12.4.127",
                 "nvidia_cuda_runtime_cu12-12.4.127-py3-none-manylinux2014_x86_64.whl",
                 "64403288fa2136ee8e467cdc9c9427e0434110899d07c779f25b5c068934faa5",
                 883737,
+                _PYPI + "ea/27/1795d86fe88ef397885f2e580ac37628ed058a92ed2c39dc8eac3adf0619/",
             ),
             Pinned(
                 "nvidia-cuda-cccl-cu12==12.4.127.post1",
                 "nvidia_cuda_cccl_cu12-12.4.127.post1-py3-none-manylinux2014_x86_64.whl",
                 "2027fa5fc75fbee703bf24e8275a40a605cf94a3e8fef8a7187897d49b34facb",
                 3111329,
+                _PYPI + "7f/62/6da9278c0d06e9ed48520d0ac23e300cc209f8cb4fdc854ef2e133cc2aa0/",
             ),
         ),
         debs=(
@@ -145,14 +161,13 @@ TOOLKITS: dict[str, Toolkit] = {
                 "nvidia-cuda-toolkit_12.4.131~12.4.1-2_amd64.deb",
                 "cd5fe85aee38d108b315f408a688641478f2402622a10c677478eb7a6c4e5319",
                 87240108,
+                f"{DEFAULT_MIRROR}/pool/non-free/n/nvidia-cuda-toolkit/",
             ),
         ),
-        default_archs=GpuArchs(("70", "80", "90"), ("90",)),
         static_cudart=False,
         # No libcudart_static.a nor libcudadevrt.a: cudart shared, no device runtime (dynamic
         # parallelism and relocatable device code then fail to link, loudly).
         nvcc_append=("-objtemp", "-cudart", "shared", "-cudadevrt", "none"),
-        deb_suite="trixie",
     ),
 }
 
@@ -163,6 +178,7 @@ CUOBJDUMP = Pinned(
     f"nvidia_cuda_cuobjdump-13.5.37-py3-none-{_CU13}.whl",
     "38780fee50863252a0b8926357faa91615ca1c8346490563f33a06100cd73f58",
     290354,
+    _PYPI + "07/70/2cea1817edfd186883b357cffa78dd47757ba33e4eef3bd0141a4f4b4109/",
 )
 
 # The CUDA 12 drivers the Debian package brings, and where in it they are.
@@ -201,6 +217,12 @@ def toolkit(cuda: str) -> Toolkit:
     return TOOLKITS[key]
 
 
+def toolkit_files(cuda: str) -> tuple[Pinned, ...]:
+    """Every pinned file of the toolkit of `cuda`."""
+    tk = toolkit(cuda)
+    return (*tk.wheels, *tk.debs)
+
+
 def _printf(path: str, text: str) -> str:
     """A command that writes `text` to `path`: one line, so it fits a RUN and a %post alike."""
     lines = text.splitlines()
@@ -213,42 +235,16 @@ def _one_shell(cmds: list[str]) -> str:
     return "(set -e; " + "; ".join(cmds) + ")"
 
 
-def _pip(files: tuple[Pinned, ...], verb: str, where: str, local_dir: str | None) -> list[str]:
-    """pip `download`/`install` of pinned wheels: no dependencies resolved, every file checked
-    against its sha256; from `local_dir` (offline) or the index."""
+def _pip_install(files: tuple[Pinned, ...], where: str, local_dir: str) -> list[str]:
+    """pip install of pinned wheels from `local_dir`, offline: no dependencies resolved,
+    every file checked against its sha256."""
     reqs = "\n".join(f"{p.requirement} --hash=sha256:{p.sha256}" for p in files)
-    pip = [
-        f"python3 -m pip {verb} --no-deps --only-binary=:all: --require-hashes --no-cache-dir",
-        "--disable-pip-version-check",
-        *(["--no-compile"] if verb == "install" else []),
-        *([f"--no-index --find-links {local_dir}"] if local_dir else []),
-        f"{'--target' if verb == 'install' else '--dest'} {where}",
-        f"-r {STAGING}/requirements.txt",
-    ]
-    return [_printf(f"{STAGING}/requirements.txt", reqs), " ".join(pip)]
-
-
-def _apt_download(debs: tuple[Pinned, ...], suite: str, dest: str) -> list[str]:
-    """The pinned .debs by apt (signed lists of `suite`'s non-free), from a private state
-    folder: the image's own sources and lists stay as they are."""
-    state = f"{STAGING}/apt"
-    opts = (
-        f"-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts={state}/sources"
-        f" -o Dir::State::Lists={state}/lists -o Dir::Cache={state}/cache"
-        " -o APT::Sandbox::User=root"
+    pip = (
+        "python3 -m pip install --no-deps --only-binary=:all: --require-hashes --no-cache-dir"
+        f" --disable-pip-version-check --no-compile --no-index --find-links {local_dir}"
+        f" --target {where} -r {STAGING}/requirements.txt"
     )
-    source = (
-        f"Types: deb\nURIs: {DEFAULT_MIRROR}\nSuites: {suite}\nComponents: non-free\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
-    )
-    return [
-        f"mkdir -p {state}/sources {state}/lists/partial {state}/cache/archives/partial",
-        _printf(f"{state}/sources/cbuild-cuda.sources", source),
-        f"apt-get {opts} update -qq",
-        f"cd {dest}",
-        f"apt-get {opts} download -qq {' '.join(shlex.quote(p.requirement) for p in debs)}",
-        "cd /",
-    ]
+    return [_printf(f"{STAGING}/requirements.txt", reqs), pip]
 
 
 def _check(files: tuple[Pinned, ...], folder: str) -> list[str]:
@@ -261,35 +257,19 @@ def _check(files: tuple[Pinned, ...], folder: str) -> list[str]:
     ]
 
 
-def download_steps(tk: Toolkit, dest: str, extra: tuple[Pinned, ...] = ()) -> tuple[str, ...]:
-    """Network on: every pinned file of `tk` (and `extra` wheels, such as CUOBJDUMP) into
-    `dest` (a cache folder bound in), each checked against its sha256.
-    `install_steps(tk, local_dir=dest)` then needs no network."""
-    cmds = [f"rm -rf {STAGING}", f"mkdir -p {STAGING} {dest}"]
-    cmds += _pip((*tk.wheels, *extra), "download", dest, None)
-    if tk.debs:
-        cmds += _apt_download(tk.debs, tk.deb_suite, dest)
-    cmds += [*_check((*tk.wheels, *extra, *tk.debs), dest), f"rm -rf {STAGING}"]
-    return (_one_shell(cmds),)
-
-
 def install_steps(
-    tk: Toolkit, home: str = CUDA_HOME, local_dir: str | None = None
+    tk: Toolkit, home: str = CUDA_HOME, local_dir: str = INPUTS_DIR
 ) -> tuple[str, ...]:
-    """The image layer that installs `tk` at `home`: one shell command (one RUN, one layer).
-    `local_dir`: a folder holding the pinned files (`download_steps`); else the network."""
-    site, deb, dl = f"{STAGING}/site", f"{STAGING}/deb", f"{STAGING}/dl"
-    cmds = [f"rm -rf {STAGING} {home}", f"mkdir -p {STAGING} {home} {dl}"]
-    cmds += _pip(tk.wheels, "install", site, local_dir)
+    """The shell that installs `tk` at `home` from its pinned files in `local_dir` (no
+    network): one command, so one RUN, one layer."""
+    site, deb = f"{STAGING}/site", f"{STAGING}/deb"
+    cmds = [f"rm -rf {STAGING} {home}", f"mkdir -p {STAGING} {home}"]
+    cmds += _pip_install(tk.wheels, site, local_dir)
     if tk.cuda == "13":
         cmds += [f"cp -a {site}/nvidia/cu13/. {home}/"]
     else:
-        if local_dir:
-            cmds += [f"cp {local_dir}/{shlex.quote(p.file)} {dl}/" for p in tk.debs]
-        else:
-            cmds += _apt_download(tk.debs, tk.deb_suite, dl)
-        cmds += _check(tk.debs, dl)
-        cmds += [f"dpkg-deb -x {dl}/{shlex.quote(p.file)} {deb}" for p in tk.debs]
+        cmds += _check(tk.debs, local_dir)
+        cmds += [f"dpkg-deb -x {local_dir}/{shlex.quote(p.file)} {deb}" for p in tk.debs]
         tools = " ".join(f"{deb}/usr/bin/{shlex.quote(t)}" for t in _DEB_TOOLS)
         # PyPI's packages share one layout (bin/ include/ lib/ nvvm/): merged, they are the
         # headers, cudart, ptxas, libnvvm and libdevice; Debian's adds the compiler drivers.
@@ -310,24 +290,40 @@ def install_steps(
     return (_one_shell(cmds),)
 
 
-def image_env(tk: Toolkit, home: str = CUDA_HOME) -> dict[str, str]:
+def toolkit_layer(tk: Toolkit) -> Layer:
+    """The image layer of `tk`: its pinned files copied in (found or fetched on the host,
+    builder.images.python.ensure), installed offline, then removed. It depends on the base and
+    the packages only, so every level and target of the same CUDA shares it."""
+    files = toolkit_files(tk.cuda)
+    rm = f"rm -f {' '.join(f'{INPUTS_DIR}/{shlex.quote(p.file)}' for p in files)}"
+    return Layer(tk.name, (*install_steps(tk), rm), tuple(p.source for p in files))
+
+
+def with_toolkit(spec: ImageSpec, tk: Toolkit) -> ImageSpec:
+    """`spec` with `tk` at CUDA_HOME: its layer after the others (a Python built from source
+    first) and the toolkit's environment."""
+    env = dict(spec.env)
+    env |= image_env(tk, path=env.get("PATH", DEFAULT_PATH))
+    return replace(spec, layers=(*spec.layers, toolkit_layer(tk)), env=tuple(sorted(env.items())))
+
+
+def image_env(tk: Toolkit, home: str = CUDA_HOME, path: str = DEFAULT_PATH) -> dict[str, str]:
     """The image's environment: where the toolkit is, and reproducible nvcc output."""
     return {
         "CUDA_HOME": home,
         "CUDA_PATH": home,
         "CUDACXX": f"{home}/bin/nvcc",
-        "PATH": f"{home}/bin:{DEFAULT_PATH}",
+        "PATH": f"{home}/bin:{path}",
         "NVCC_APPEND_FLAGS": " ".join(tk.nvcc_append),
         "CBUILD_CUDA": tk.version,
     }
 
 
-def build_env(tk: Toolkit, archs: GpuArchs | None = None) -> dict[str, str]:
+def build_env(tk: Toolkit, archs: GpuArchs) -> dict[str, str]:
     """A build's environment: the GPU architectures in every build system's convention.
     CMAKE_ARGS is read by scikit-build-core and scikit-build; CUDAARCHS by CMake itself;
     TORCH_CUDA_ARCH_LIST by torch's extensions; CBUILD_NVCC_GENCODE is for a recipe's own
     nvcc command lines."""
-    archs = archs or tk.default_archs
     cmake_args = [f"-DCMAKE_CUDA_ARCHITECTURES={archs.cmake()}"]
     if not tk.static_cudart:
         cmake_args.append("-DCMAKE_CUDA_RUNTIME_LIBRARY=Shared")
@@ -340,11 +336,11 @@ def build_env(tk: Toolkit, archs: GpuArchs | None = None) -> dict[str, str]:
     }
 
 
-def cuobjdump_steps(dest: str, local_dir: str | None = None) -> tuple[str, ...]:
+def cuobjdump_steps(dest: str, local_dir: str) -> tuple[str, ...]:
     """The pinned cuobjdump at `dest` (`cuobjdump_path(dest)`), to cross-check a device-code
     scan; not part of any toolkit layer."""
     cmds = [f"rm -rf {STAGING}", f"mkdir -p {STAGING}"]
-    cmds += [*_pip((CUOBJDUMP,), "install", dest, local_dir), f"rm -rf {STAGING}"]
+    cmds += [*_pip_install((CUOBJDUMP,), dest, local_dir), f"rm -rf {STAGING}"]
     return (_one_shell(cmds),)
 
 

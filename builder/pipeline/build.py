@@ -23,6 +23,7 @@ from builder.images.paths import (
     PATCHES_DIR,
     SRC_DIR,
 )
+from builder.pipeline import cuda
 from builder.pipeline.model import RunContext, Status, TargetResult
 from builder.providers import get_provider
 from builder.wheels import edit as wheeledit
@@ -63,6 +64,7 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
             str(max(1, (os.cpu_count() or 1) // max(1, ctx.request.jobs))),
         ),
         **provider.environment(t),
+        **cuda.build_env(recipe, t),  # a CUDA target's GPU architectures
         **recipe.env,
     }
     if ccache is not None:
@@ -135,6 +137,13 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
             update=recipe.update_requires,
             suffix=recipe.suffix,
         )
+    cuda_record, lacking = cuda.check_wheel(recipe, t, fixed.path)
+    if cuda_record:  # the manifest's build.cuda
+        r.build_facts["cuda"] = cuda_record
+    if lacking:  # a CUDA target's wheel without the device code it promises
+        r.status = Status.BUILD_FAILED
+        r.reason = r.test_detail = f"{lacking}; log: {r.build_log}"
+        return
     r.wheel = fixed.path
     r.is_pure = fixed.is_pure
     r.sha256 = repair.wheel_sha256(fixed.path)

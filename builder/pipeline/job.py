@@ -23,7 +23,7 @@ from builder.cache import Cache
 from builder.engines.base import Engine
 from builder.errors import ConfigError
 from builder.images.paths import IN_DIR
-from builder.pipeline import fetch, share
+from builder.pipeline import cuda, fetch, share
 from builder.pipeline.backend import backend_requires
 from builder.pipeline.build import build
 from builder.pipeline.keys import record_run, target_keys, target_spec, up_to_date
@@ -59,6 +59,12 @@ def new_workdir(folder: Path, keep: int = 3) -> Path:
 
 def _check_recipe(req: WheelRequest, recipe: Recipe) -> None:
     """Refuse, before any work, targets the recipe does not build for or cannot build yet."""
+    if other := [t.id for t in req.targets if not recipe.builds_for_accelerator(t.accelerator)]:
+        raise ConfigError(
+            f"{req.package}'s recipe builds for {', '.join(recipe.accelerators)}, not for the "
+            f"accelerator of {', '.join(other)}",
+            fix="add it to the recipe's [package] accelerators, or pick other targets",
+        )
     if excluded := [t.id for t in req.targets if not recipe.builds_for_python(t.python)]:
         raise ConfigError(
             f"{req.package}'s recipe builds for Python {recipe.pythons}, not for the Python "
@@ -123,6 +129,8 @@ class Pipeline:
             images[t.id] = self.engine.build_image(
                 target_spec(recipe, t, req.ccache), lambda m, i=t.id: self.progress(i, m)
             )
+        # A GPU architecture the toolkit does not know is refused before any build.
+        cuda.check_archs(self.engine, self.progress, req.targets, images, recipe, work / "logs")
 
         # One image per Python fetches for its interpreter (wheels tagged cp313 and so on);
         # the build requirements of every Python share one folder, pip picks its own.

@@ -53,6 +53,7 @@ def candidates(ctx: RunContext, results: list[TargetResult]) -> list[placement.C
                 r.content_digest,
                 r.is_pure,
                 per_level=ctx.recipe.for_target(r.target).per_level,
+                accelerator=r.target.accelerator,
             )
             for r in results
             if r.wheel

@@ -10,6 +10,7 @@ from builder.engines.base import Mount, RunSpec
 from builder.errors import ConfigError
 from builder.images import scripts as steps
 from builder.images.paths import IN_DIR, QEMU_PATH, RT_DEPS_DIR
+from builder.pipeline import cuda
 from builder.pipeline.fetch import tail
 from builder.pipeline.model import RunContext, Status, TargetResult
 from builder.providers import get_provider
@@ -62,7 +63,7 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
             image=image,
             command=provider.step_command(t, script, recipe.runtime_modules),
             mounts=tuple(mounts),
-            env=provider.environment(t),
+            env={**provider.environment(t), **cuda.test_env(t)},
             network=False,
         ),
         r.test_log,
@@ -87,5 +88,7 @@ def test(ctx: RunContext, r: TargetResult, image: str, rt_deps: Path) -> None:
             f"{verdict.detail} (step: {steps.failed_step(res.output)}; "
             f"log: {r.test_log})\n{tail(res.output, 8)}"
         )
+    if verdict.status == "passed" and (gpu := cuda.test_words(t)):
+        r.test_detail += f"; {gpu}"
     if note:  # the wheel is right; its top_level.txt is not
         r.test_detail += f"\nnote: {note}; imported: {', '.join(imports)}"

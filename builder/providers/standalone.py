@@ -10,6 +10,7 @@ from typing import Any
 
 from builder.engines.base import Mount
 from builder.errors import CbuildError, ConfigError
+from builder.images.cuda import toolkit, toolkit_files, with_toolkit
 from builder.images.python import CPython, sources_fix, with_cpython
 from builder.images.python import unavailable as cpython_unavailable
 from builder.images.spec import ImageSpec, SourceFile
@@ -28,7 +29,9 @@ class StandaloneProvider:
         table = self.settings(target.stack)
         spec = target_image(self.name, target, table, extra_packages)
         py = self.python(target.stack, target.python).cpython
-        return spec if py is None else with_cpython(spec, py, tuple(table["apt_packages"]))
+        spec = spec if py is None else with_cpython(spec, py, tuple(table["apt_packages"]))
+        # a CUDA target: the pinned toolkit in a layer of its own (builder.images.cuda)
+        return with_toolkit(spec, toolkit(target.cuda)) if target.cuda else spec
 
     def binds(self, target: Target) -> tuple[Mount, ...]:
         return ()
@@ -84,8 +87,12 @@ class StandaloneProvider:
 
     def unavailable(self, target: Target) -> ConfigError | None:
         py = self.python(target.stack, target.python).cpython
-        why = py and cpython_unavailable(py.tarball)
-        return ConfigError(why, fix=sources_fix(py.tarball)) if py and why else None
+        inputs = (py.tarball,) if py else ()
+        inputs += tuple(p.source for p in toolkit_files(target.cuda)) if target.cuda else ()
+        for src in inputs:  # a Python's tarball, a CUDA toolkit's files
+            if why := cpython_unavailable(src):
+                return ConfigError(why, fix=sources_fix(src))
+        return None
 
     def glibc_floor(self, stack: Stack) -> str | None:
         glibc = self.settings(stack).get("glibc")

@@ -277,3 +277,26 @@ def local_tags(value: Any, where: Where) -> tuple[str, ...]:
                 fix='e.g. local_tags = ["torch27"] gives 1.0+torch27.computecanada',
             )
     return tags
+
+
+def accelerators(value: Any, where: Where) -> tuple[str, ...]:
+    accs = str_list(value, where)
+    for a in accs:
+        if not re.fullmatch(r"cpu|cuda\d+", a):
+            raise where.error(
+                f"accelerator {a!r} in {where.section} is not cpu or cudaNN",
+                fix='e.g. accelerators = ["cpu", "cuda12", "cuda13"]',
+            )
+    return accs
+
+
+def cuda_archs(value: Any, where: Where) -> str:
+    from builder.errors import ConfigError
+    from builder.targets.gpu import GpuArchs
+
+    text = string(value, where)
+    try:
+        GpuArchs.parse_cmake(text)
+    except ConfigError as exc:
+        raise where.error(f"cuda_archs in {where.section}: {exc.message}", exc.fix) from None
+    return text

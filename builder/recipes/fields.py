@@ -65,6 +65,14 @@ SECTIONS: dict[str, dict[str, Key]] = {
             "PEP 440 specifier of the Pythons to build for. Legacy PYTHON_VERSIONS.",
             "str",
         ),
+        "accelerators": _k(
+            checks.accelerators,
+            "accelerators",
+            "The accelerators built for (cpu, cuda12, cuda13): --all-targets takes the "
+            "targets of these; naming another is refused. Default: cpu.",
+            "list",
+            overridable=False,
+        ),
     },
     "source": {
         "pypi_name": _k(
@@ -159,6 +167,13 @@ SECTIONS: dict[str, dict[str, Key]] = {
                     "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
                 },
             },
+        ),
+        "cuda_archs": _k(
+            checks.cuda_archs,
+            "cuda_archs",
+            "GPU architectures of a CUDA target, in CMake's notation ('80-real;90': SASS for "
+            "both, PTX for 90), instead of the stack's; each checked against the toolkit.",
+            "str",
         ),
         "once": _k(
             checks.boolean,

@@ -49,6 +49,8 @@ class Recipe:
     test_commands: tuple[str, ...] = ()
     path: Path | None = None  # the recipe file; None when the defaults apply
     pythons: str | None = None  # specifier of the Pythons to build for; None: all
+    accelerators: tuple[str, ...] = ("cpu",)  # [package] accelerators
+    cuda_archs: str | None = None  # [build] cuda_archs (CMake notation); None: the stack's
     source: Source = Source()
     patches: tuple[str, ...] = ()  # names under patches_dir, applied in order
     patches_dir: Path | None = None
@@ -122,6 +124,9 @@ class Recipe:
             shown = ", ".join(value) if isinstance(value, tuple) else value
             gaps.append(f"[{section}] {key} ({shown}) is not honoured by {who}")
         return gaps
+
+    def builds_for_accelerator(self, accelerator: str) -> bool:
+        return accelerator in self.accelerators
 
     def builds_for_python(self, python: str) -> bool:
         return self.pythons is None or SpecifierSet(self.pythons).contains(python, True)

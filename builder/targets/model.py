@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from builder.errors import ConfigError
+from builder.targets.gpu import GpuArchs
 from builder.targets.levels import Level, level
 
 
@@ -27,6 +28,8 @@ class Stack:
     generic_folder: str
     level_folder: str
     providers: dict[str, dict[str, Any]] = field(hash=False, compare=False)
+    cuda_levels: tuple[str, ...] = ()  # the levels that get a target per CUDA version
+    cuda_archs: tuple[tuple[str, str], ...] = ()  # ("12", CMake notation): the defaults
 
     def folder_for_level(self, name: str) -> str:
         return self.generic_folder if name == "generic" else self.level_folder.format(level=name)
@@ -35,6 +38,21 @@ class Stack:
     def default_python(self) -> str:
         """The Python of the ids without a suffix: the stack's first."""
         return self.pythons[0]
+
+    def accelerators(self, level_name: str) -> tuple[str, ...]:
+        """A level's accelerators: cpu, then `cudaNN` for each CUDA where the level gets one."""
+        cuda = self.cuda if level_name in self.cuda_levels else ()
+        return ("cpu", *(f"cuda{c}" for c in cuda))
+
+    def gpu_archs(self, cuda: str) -> GpuArchs:
+        """The GPU architectures a `cuda<cuda>` target promises by default."""
+        archs = dict(self.cuda_archs)
+        if cuda not in archs:
+            raise ConfigError(
+                f"stack {self.name!r} names no GPU architectures for CUDA {cuda}",
+                fix=f'add "{cuda}" to cuda_archs in its stack file',
+            )
+        return GpuArchs.parse_cmake(archs[cuda])
 
     def provider_pythons(self, provider: str) -> tuple[str, ...]:
         """The Pythons a provider builds for here (its `pythons`; else the stack's), the
@@ -72,6 +90,11 @@ class Target:
         return "cp" + self.python.replace(".", "")
 
     @property
+    def cuda(self) -> str | None:
+        """The CUDA major version of a CUDA target ("12"), None for a CPU one."""
+        return self.accelerator.removeprefix("cuda") if self.accelerator != "cpu" else None
+
+    @property
     def is_generic(self) -> bool:
         return self.level_name == "generic"
 
@@ -102,6 +125,8 @@ class Target:
             "provider": self.provider,
             "folder": self.folder,
             "flags": self.compiler_flags(),
+            # a CUDA target's default GPU architectures (CMake notation); a recipe may narrow
+            **({"gpu_archs": self.stack.gpu_archs(self.cuda).cmake()} if self.cuda else {}),
         }
 
 
@@ -124,6 +149,8 @@ def load_stack(name: str) -> Stack:
         generic_folder=data["generic_folder"],
         level_folder=data["level_folder"],
         providers=data.get("providers", {}),
+        cuda_levels=tuple(data.get("cuda_levels", ())),
+        cuda_archs=tuple(sorted(data.get("cuda_archs", {}).items())),
     )
 
 
@@ -136,20 +163,24 @@ def stack_names() -> list[str]:
 
 def all_targets(
     provider: str = "standalone",
-    accelerators: tuple[str, ...] = ("cpu",),
+    accelerators: tuple[str, ...] | None = ("cpu",),
     pythons: tuple[str, ...] | None = None,
 ) -> list[Target]:
     """Every target of a provider: each level x each of its Pythons (`pythons` narrows
-    them), the stack's default Python first. Whether the provider can build one *here* is
-    its own question (Provider.unavailable). CUDA targets exist in the model; they are listed
-    only when asked for."""
+    them), the stack's default Python first; `accelerators` None: every accelerator the stack
+    gives each level (its CUDA variants, `Stack.accelerators`), else only those named. Whether
+    the provider can build one *here* is its own question (Provider.unavailable)."""
     out = []
     for name in stack_names():
         stack = load_stack(name)
         offered = stack.provider_pythons(provider)
         for py in offered if pythons is None else [p for p in offered if p in pythons]:
-            for acc in accelerators:
-                out += [Target(stack, lv, acc, py, provider) for lv in stack.levels]
+            for lv in stack.levels:
+                out += [
+                    Target(stack, lv, acc, py, provider)
+                    for acc in stack.accelerators(lv)
+                    if accelerators is None or acc in accelerators
+                ]
     return out
 
 
@@ -170,13 +201,13 @@ def resolve(
     of them (`-t gentoo2023-x86-64-v3 --python 3.13` is `gentoo2023-x86-64-v3-py313`); an id
     with the default Python's own suffix (`-py311`) names the unsuffixed target."""
     check_pythons(pythons, provider)
-    every = all_targets(provider)
+    every = all_targets(provider, accelerators=None)
     known = {t.id: t for t in every}
     for t in every:
         known.setdefault(f"{t.id}-{python_suffix(t.python)}", t)
     unknown = [i for i in ids if i not in known]
     if unknown:
-        listed = [t.id for t in all_targets(provider)]
+        listed = [t.id for t in every]
         raise ConfigError(
             f"unknown target id {', '.join(map(repr, unknown))}",
             fix=f"use one of: {', '.join(listed)} (see `cbuild targets`)",
@@ -191,6 +222,12 @@ def github_matrix(targets: list[Target]) -> dict[str, Any]:
     """What `strategy.matrix: ${{ fromJSON(...) }}` takes: an `include` list, one job per target."""
     return {
         "include": [
-            {"target": t.id, "python": t.python, "level": t.cpu_level.name} for t in targets
+            {
+                "target": t.id,
+                "python": t.python,
+                "level": t.cpu_level.name,
+                "accelerator": t.accelerator,
+            }
+            for t in targets
         ]
     }

@@ -56,6 +56,7 @@ class Candidate:
     is_pure: bool
     isa: IsaFigures | None = field(default=None, compare=False)  # None: not scanned
     per_level: bool | None = None  # the recipe's [wheel] per_level; None: by evidence
+    accelerator: str = "cpu"  # a CUDA variant is placed apart from the CPU builds
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def plan(
                 c, stack.pure_folder, "pure-Python wheel: every stack and CPU reads the pure folder"
             )
         else:
-            by_package.setdefault(_package(c.wheel.name), []).append(i)
+            # CPU and CUDA variants are different builds: never each other's baseline
+            by_package.setdefault(f"{_package(c.wheel.name)} {c.accelerator}", []).append(i)
 
     for idxs in by_package.values():
         first.update(_plan_compiled([(i, candidates[i]) for i in idxs], stack))
@@ -275,6 +277,15 @@ def _dedupe_destinations(
             out[i] = _skip(
                 b, f"identical to the build from {a.target_id}, placed once in {d.folder}/"
             )
+        elif a.accelerator != b.accelerator:
+            msg = (
+                f"{a.target_id} ({a.accelerator}) and {b.target_id} ({b.accelerator}) both "
+                f"produce {d.folder}/{d.wheel_name}: variants must differ in file name; the "
+                'recipe tells them apart ([accelerators."cuda12".wheel] local_tags = ["cuda12"] '
+                "gives +cuda12.<label>, or a [wheel] suffix)"
+            )
+            out[j] = _refuse(a, msg)
+            out[i] = _refuse(b, msg)
         else:
             msg = (
                 f"{a.target_id} and {b.target_id} both produce {d.folder}/{d.wheel_name} "

@@ -131,6 +131,7 @@ def _candidate(it: unplaced.Item, strict: bool) -> placement.Candidate:
         wheel_content_digest(it.wheel),
         all(t.platform == "any" for t in tags),
         per_level=resolved.get("per_level"),
+        accelerator=str((m.target or {}).get("accelerator", "cpu")),
     )
 
 
