@@ -28,6 +28,7 @@ from builder.pipeline.model import RunContext, Status, TargetResult
 from builder.providers import get_provider
 from builder.wheels import edit as wheeledit
 from builder.wheels import repair
+from builder.wheels.rpath import ElfEdits
 
 # Network failures look like this in pip's and setuptools' output.
 _NETWORK_SIGNS = (
@@ -128,6 +129,7 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
         label=t.stack.local_label,
         tags=recipe.local_tags,
         source_date_epoch=facts.source_date_epoch,
+        elf_edits=ElfEdits.of(recipe),  # [wheel] rpath*, replace_vendored
     )
     if recipe.wheel_edits:  # the recipe's [wheel] requirement edits and name suffix
         fixed, _ = wheeledit.apply_to_repaired(

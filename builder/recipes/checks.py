@@ -300,3 +300,31 @@ def cuda_archs(value: Any, where: Where) -> str:
     except ConfigError as exc:
         raise where.error(f"cuda_archs in {where.section}: {exc.message}", exc.fix) from None
     return text
+
+
+def site_folders(value: Any, where: Where) -> tuple[str, ...]:
+    folders = str_list(value, where)
+    for f in folders:
+        parts = f.split("/")
+        if not f or f.startswith("/") or "$" in f or any(p in ("", ".", "..") for p in parts):
+            raise where.error(
+                f"{f!r} in {where.section} {where.key} is not a folder inside site-packages",
+                fix='name the package and its library folder, e.g. "torch/lib"',
+            )
+    return folders
+
+
+def vendored_patterns(value: Any, where: Where) -> tuple[str, ...]:
+    entries = str_list(value, where)
+    for e in entries:
+        pattern, arrow, soname = (p.strip() for p in e.partition(RENAME))
+        if (
+            not pattern
+            or "/" in pattern
+            or (arrow and not re.fullmatch(r"lib\S+\.so[.\d]*", soname))
+        ):
+            raise where.error(
+                f"{e!r} in {where.section} {where.key} is not a library pattern",
+                fix="a file or soname pattern ('libffi*'), or 'pattern->libNAME.so.N'",
+            )
+    return entries

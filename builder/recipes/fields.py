@@ -102,7 +102,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "binary_wheel": _k(
             checks.boolean,
             "source.kind",
-            "Repackage PyPI's binary wheel instead of building.",
+            "Repackage PyPI's binary wheel for the target's Python instead of building: "
+            "retagged linux_*, labelled, nvidia-* requirements removed, [wheel] edits applied.",
             "bool",
         ),
         "filename": _k(
@@ -266,6 +267,22 @@ SECTIONS: dict[str, dict[str, Key]] = {
             "rpath_origin",
             "Add $ORIGIN to the RPATH. Legacy RPATH_ADD_ORIGIN.",
             "bool",
+        ),
+        "rpath_packages": _k(
+            checks.site_folders,
+            "rpath_packages",
+            "Library folders of other packages of the same environment, by their path in "
+            "site-packages ('torch/lib'): added to every library's RPATH relative to $ORIGIN, "
+            "so libtorch.so loads without LD_LIBRARY_PATH.",
+            "list",
+        ),
+        "replace_vendored": _k(
+            checks.vendored_patterns,
+            "replace_vendored",
+            "Libraries auditwheel vendored (<pkg>.libs/) to drop, by file or soname pattern "
+            "('libffi*', 'libgomp*->libgomp.so.1'): dependents then need the soname they copy, "
+            "found through [wheel] rpath or the system's. The rest are kept.",
+            "list",
         ),
         "per_level": _k(
             checks.boolean,

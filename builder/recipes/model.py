@@ -70,6 +70,8 @@ class Recipe:
     local_tags: tuple[str, ...] = ()
     rpath: tuple[str, ...] = ()
     rpath_origin: bool = False
+    rpath_packages: tuple[str, ...] = ()  # [wheel] rpath_packages: "torch/lib", via $ORIGIN
+    replace_vendored: tuple[str, ...] = ()  # [wheel] replace_vendored: patterns of <pkg>.libs/
     per_level: bool | None = None  # [wheel] per_level; None: placement decides by evidence
     target: str | None = None  # the target id this was resolved for; None: no target overrides
     _doc: Resolver | None = field(default=None, repr=False, compare=False, hash=False)
@@ -102,8 +104,6 @@ class Recipe:
         gaps = []
         if not local_source and self.source.kind == "wheel":
             gaps.append("[source] binary_wheel: PyPI's binary wheels are not repackaged yet")
-        if self.rpath or self.rpath_origin:
-            gaps.append("[wheel] rpath: RPATH edits need patchelf, which repair does not run yet")
         if self.build_once:
             gaps.append(
                 "[build] once: the build runs once for every target only when the sdist has no "

@@ -27,6 +27,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import BuildError
 from builder.wheels.members import REFUSE_FIX, escaping_member
+from builder.wheels.rpath import ElfEdits
 
 # 1980-01-01: the earliest time a zip entry can carry.
 _ZIP_EPOCH = 315532800
@@ -294,8 +295,10 @@ def repair_wheel(
     tags: tuple[str, ...] = (),
     source_date_epoch: int,
     remove_requirements: tuple[str, ...] = ("nvidia-*",),
+    elf_edits: ElfEdits | None = None,
 ) -> RepairResult:
-    """Write a repaired copy of `src` into `out_dir` (atomically) and say what changed."""
+    """Write a repaired copy of `src` into `out_dir` (atomically) and say what changed;
+    `elf_edits`: the recipe's RPATH and vendored-library edits (builder.wheels.rpath)."""
     src = Path(src)
     old = _WheelName.parse(src.name)
     changes: list[str] = []
@@ -359,6 +362,11 @@ def repair_wheel(
         # A signature over the old RECORD is false after any edit.
         dropped = {f"{info}/RECORD.jws", f"{info}/RECORD.p7s"} & members.keys()
         changes += [f"removed invalid signature {n}" for n in sorted(dropped)]
+        if elf_edits:
+            patched, removed, elf_changes = elf_edits.apply(zin, members)
+            replaced |= patched
+            dropped |= removed
+            changes += elf_changes
         entries = {
             rename(n): i for n, i in members.items() if n not in dropped and n != f"{info}/RECORD"
         }
