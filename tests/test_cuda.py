@@ -4,7 +4,6 @@ image, compiles a kernel twice, and checks the scan against cuobjdump."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import shutil
@@ -318,54 +317,39 @@ extern "C" int launch_scale(float *x, float a, int n) {
 """
 
 
-def _cached(folder: Path, files) -> bool:
-    return all(
-        (folder / p.file).is_file()
-        and hashlib.sha256((folder / p.file).read_bytes()).hexdigest() == p.sha256
-        for p in files
-    )
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("cuda", ["13", "12"])
-def test_toolkit_compiles_reproducibly_and_scan_matches_cuobjdump(engine, cuda, tmp_path):
-    """The toolkit layer's steps in the standalone image (gcc 12): a kernel compiled twice for
-    the default architectures is bit-identical, the scan lists what cuobjdump lists, and a
-    CPU-only library is caught."""
+def test_toolkit_compiles_reproducibly_and_scan_matches_cuobjdump(
+    engine, cuda, tmp_path, monkeypatch
+):
+    """The toolkit's image layer in a CUDA target's standalone image (gcc 12), its pinned files
+    found where earlier runs left them or fetched on the host: a kernel compiled twice for the
+    default architectures is bit-identical, the scan lists what cuobjdump lists, and a CPU-only
+    library is caught."""
     from builder.engines.base import Mount, RunSpec
-    from builder.pipeline.fetch import host_ca_bundle
+    from builder.images.python import SOURCES_ENV, ensure
     from builder.providers import spec_for
-    from builder.targets.model import Target, load_stack
+    from builder.targets.model import resolve
 
     tk = TOOLKITS[cuda]
-    image = engine.build_image(
-        spec_for(Target(load_stack("gentoo2023"), "generic")), lambda m: None
-    )
-    cache = CACHE / tk.name
-    if not _cached(cache, (*tk.wheels, *tk.debs, CUOBJDUMP)):
-        cache.mkdir(parents=True, exist_ok=True)
-        ca = host_ca_bundle()
-        fetch = engine.run(
-            RunSpec(
-                image,
-                ["bash", "-c", download_steps(tk, "/dl", extra=(CUOBJDUMP,))[0]],
-                mounts=(Mount(cache, "/dl", read_only=False),
-                        *((Mount(ca, "/cbuild/ca-bundle.crt"),) if ca else ())),
-                env={"PIP_CERT": "/cbuild/ca-bundle.crt"} if ca else {},
-                network=True,
-            ),
-            tmp_path / "fetch.log",
-        )  # fmt: skip
-        assert fetch.ok, fetch.output[-3000:]
+    sources = CACHE / "sources"  # tests/test_cuda_integration.py gathers the same folder
+    sources.mkdir(parents=True, exist_ok=True)
+    for p in (*tk.wheels, *tk.debs, CUOBJDUMP):
+        if not (sources / p.file).is_file() and (old := next(CACHE.glob(f"*/{p.file}"), None)):
+            shutil.copyfile(old, sources / p.file)
+    monkeypatch.setenv(SOURCES_ENV, str(sources))
+    (target,) = resolve([f"gentoo2023-x86-64-v3-cuda{cuda}"])
+    image = engine.build_image(spec_for(target), lambda m: None)
+    cache = ensure(CUOBJDUMP.source).parent  # the cross-check's own tool, by sha256
+    archs = target.stack.gpu_archs(cuda)
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     out.mkdir()
     (src / "k.cu").write_text(KERNEL)
-    gencode = " ".join(build_env(tk)["CBUILD_NVCC_GENCODE"].split())
+    gencode = " ".join(build_env(tk, archs)["CBUILD_NVCC_GENCODE"].split())
     script = "\n".join(
         [
             "set -e",
-            *install_steps(tk, local_dir="/dl"),
             "nvcc --list-gpu-code > /out/list-gpu-code",
             "mkdir -p /tmp/b && cd /tmp/b",
             # as build systems do: compile with -c, then link; the same paths both times
@@ -381,18 +365,17 @@ def test_toolkit_compiles_reproducibly_and_scan_matches_cuobjdump(engine, cuda, 
             image,
             ["bash", "-c", script],
             mounts=(Mount(cache, "/dl"), Mount(src, "/src"), Mount(out, "/out", read_only=False)),
-            env=image_env(tk),
         ),
         tmp_path / "build.log",
     )
     assert result.ok, result.output[-3000:]
-    assert check_known(tk.default_archs, (out / "list-gpu-code").read_text()) == ()
+    assert check_known(archs, (out / "list-gpu-code").read_text()) == ()
     one, two = (out / "libk.1.so").read_bytes(), (out / "libk.2.so").read_bytes()
     assert one == two, "two compiles of the same kernel differ"
     code = scan_device_code(out / "libk.1.so")
-    assert code.sass == tuple(f"sm_{a}" for a in tk.default_archs.sass)
-    assert code.ptx == tuple(f"compute_{a}" for a in tk.default_archs.ptx)
-    assert check_device_code([code], tk.default_archs) == ()
+    assert code.sass == tuple(f"sm_{a}" for a in archs.sass)
+    assert code.ptx == tuple(f"compute_{a}" for a in archs.ptx)
+    assert check_device_code([code], archs) == ()
     listed = (out / "cuobjdump").read_text().split()
     assert {w.rsplit(".", 2)[-2] for w in listed if w.endswith(".cubin")} == set(code.sass)
     assert {
@@ -400,4 +383,93 @@ def test_toolkit_compiles_reproducibly_and_scan_matches_cuobjdump(engine, cuda, 
     } == set(code.ptx)
     cpu = scan_device_code(out / "cpu.so")
     assert not cpu.has_device_code
-    assert "fell back to CPU" in check_device_code([cpu], tk.default_archs)[0]
+    assert "fell back to CPU" in check_device_code([cpu], archs)[0]
+
+
+# ---------------------------------------------------------------------- targets, recipes, placement
+
+
+def test_cuda_targets_from_the_stacks_data():
+    from builder.targets.model import all_targets, github_matrix, resolve
+
+    every = all_targets(accelerators=None)
+    cuda = [t.id for t in every if t.cuda]
+    assert cuda == [
+        "gentoo2023-x86-64-v3-cuda12",
+        "gentoo2023-x86-64-v3-cuda13",
+        "gentoo2023-x86-64-v3-cuda12-py312",
+        "gentoo2023-x86-64-v3-cuda13-py312",
+        "gentoo2023-x86-64-v3-cuda12-py313",
+        "gentoo2023-x86-64-v3-cuda13-py313",
+    ]
+    assert not any(t.cuda for t in all_targets())  # the CPU targets, as callers had them
+    (t,) = resolve(["gentoo2023-x86-64-v3-cuda12"])
+    assert t.cuda == "12" and t.folder == "gentoo2023/x86-64-v3" and t.cpu_level.name == "x86-64-v3"
+    assert t.as_dict()["gpu_archs"] == "70-real;80-real;90"
+    assert "gpu_archs" not in resolve(["gentoo2023-x86-64-v3"])[0].as_dict()
+    rows = github_matrix(every)["include"]
+    assert {r["accelerator"] for r in rows} == {"cpu", "cuda12", "cuda13"}
+
+
+def test_recipe_cuda_keys(tmp_path):
+    from builder.pipeline.cuda import build_env as job_build_env
+    from builder.pipeline.cuda import promised
+    from builder.recipes import load_recipe
+    from builder.targets.model import resolve
+
+    (tmp_path / "p.toml").write_text(
+        '[package]\nname = "p"\naccelerators = ["cpu", "cuda13"]\n'
+        '[accelerators.cuda13.build]\ncuda_archs = "90"\n'
+    )
+    recipe = load_recipe("p", "1.0", tmp_path)
+    cpu, cu13, cu12 = resolve(
+        ["gentoo2023-x86-64-v3", "gentoo2023-x86-64-v3-cuda13", "gentoo2023-x86-64-v3-cuda12"]
+    )
+    assert recipe.builds_for_accelerator("cuda13") and not recipe.builds_for_accelerator("cuda12")
+    assert promised(recipe, cpu) is None and job_build_env(recipe, cpu) == {}
+    assert promised(recipe, cu13) == GpuArchs(("90",), ("90",))  # the recipe's
+    assert promised(recipe, cu12) == DEFAULTS["12"]  # the stack's
+    assert job_build_env(recipe, cu13)["CMAKE_ARGS"] == "-DCMAKE_CUDA_ARCHITECTURES=90"
+    for bad, says in (
+        ('accelerators = ["rocm"]', "is not cpu or cudaNN"),
+        ('[build]\ncuda_archs = "native"', "depends on the build machine"),
+    ):
+        (tmp_path / "q.toml").write_text(f'[package]\nname = "q"\n{bad}\n')
+        with pytest.raises(ConfigError, match=says):
+            load_recipe("q", "1.0", tmp_path)
+
+
+def test_variants_sharing_a_file_name_are_refused_and_placed_apart(tmp_path):
+    from builder.wheelhouse.placement import Candidate, plan
+
+    stack = load_stack("gentoo2023")
+    whl = tmp_path / "p-1.0+computecanada-cp311-cp311-linux_x86_64.whl"
+    whl.write_bytes(b"")
+    cpu = Candidate("gentoo2023-x86-64-v3", "x86-64-v3", whl, "a" * 64, False)
+    gpu = Candidate("gentoo2023-x86-64-v3-cuda12", "x86-64-v3", whl, "b" * 64, False, None, None,
+                    "cuda12")  # fmt: skip
+    a, b = plan([cpu, gpu], stack, {})
+    assert a.error and a.error == b.error
+    assert "variants must differ in file name" in a.error and "local_tags" in a.error
+    tagged = tmp_path / "p-1.0+cuda12.computecanada-cp311-cp311-linux_x86_64.whl"
+    tagged.write_bytes(b"")
+    generic = Candidate("gentoo2023-generic", "generic", whl, "a" * 64, False)
+    gpu = Candidate("gentoo2023-x86-64-v3-cuda12", "x86-64-v3", tagged, "b" * 64, False,
+                    accelerator="cuda12")  # fmt: skip
+    g, c = plan([generic, gpu], stack, {})
+    # the CUDA variant neither makes the CPU package level-dependent nor stands in for it
+    assert (g.folder, c.folder) == ("gentoo2023/generic", "gentoo2023/x86-64-v3"), (g, c)
+
+
+def test_inspect_shows_each_elf_files_gpu_code(so_with_fatbin, tmp_path):
+    from builder.wheels.info import inspect_wheel
+
+    wheel = tmp_path / "k-1.0-cp311-cp311-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(so_with_fatbin, "k/libk.so")
+        zf.write("/bin/true", "k/true")
+    report = inspect_wheel(wheel)
+    text = report.text()
+    assert "GPU code: sm_80, sm_90, sm_90a + PTX compute_90" in text
+    assert "GPU code: none (host code only)" in text
+    assert report.as_dict()["device_code"][0]["sass"] == ("sm_80", "sm_90", "sm_90a")

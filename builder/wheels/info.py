@@ -22,7 +22,8 @@ from builder.manifest import Manifest, ManifestError
 from builder.targets.model import Stack, load_stack
 from builder.wheelhouse import layout, placement
 from builder.wheels import contents, members, repair
-from builder.wheels.isascan import ElfIsa, level_index, scan_members
+from builder.wheels.cuda import DeviceCode, scan_wheel_device_code
+from builder.wheels.isascan import ElfIsa, ElfScanError, level_index, scan_members
 
 DEFAULT_STACK = "gentoo2023"
 CONTAINS_NOTE = (
@@ -92,6 +93,8 @@ class WheelReport:
     manifest: Manifest | None  # `<wheel>.json` beside the wheel, when present and readable
     findings: list[Finding] = field(default_factory=list)
     manifest_error: str | None = None  # why the manifest beside the wheel is unreadable
+    # Each ELF file's GPU code (builder.wheels.cuda): SASS and PTX in its .nv_fatbin.
+    device_code: list[DeviceCode] = field(default_factory=list)
 
     @property
     def is_pure(self) -> bool:
@@ -147,6 +150,8 @@ class WheelReport:
                 continue
             assert e.isa is not None
             lines += [f"    {s}" for s in _elf_lines(e.isa)]
+            if gpu := next((c for c in self.device_code if c.path == e.member), None):
+                lines.append(f"    GPU code: {_gpu_line(gpu)}")
         lines.append(f"  contains: {self.contains}")
         if self.elfs:
             lines.append("  (what the code contains; runtime dispatch makes it differ from what")
@@ -157,6 +162,13 @@ class WheelReport:
         else:
             lines.append("  findings: none")
         return "\n".join(lines)
+
+
+def _gpu_line(code: DeviceCode) -> str:
+    if not code.has_device_code:
+        return "none (host code only)"
+    sass = ", ".join(code.sass) or "no SASS"
+    return sass + (f" + PTX {', '.join(code.ptx)}" if code.ptx else " (no PTX)")
 
 
 def _elf_lines(isa: ElfIsa) -> list[str]:
@@ -370,7 +382,17 @@ def inspect_wheel(path: Path | str, stack: str = DEFAULT_STACK) -> WheelReport:
         manifest=manifest,
         findings=findings,
         manifest_error=manifest_error,
+        device_code=_device_code(path) if elfs else [],
     )
+
+
+def _device_code(path: Path) -> list[DeviceCode]:
+    """The GPU code of each ELF file; a file the scan cannot read is reported by the ISA
+    scan already (its ELF entry's error)."""
+    try:
+        return list(scan_wheel_device_code(path))
+    except ElfScanError:
+        return []
 
 
 def _norm(v: str) -> str:
