@@ -54,6 +54,7 @@ def host_mount(engine, image: str, tmp_path_factory: pytest.TempPathFactory) -> 
     """A copy of the stack in a stand-in for the host's /cvmfs, with mylib built into it by
     the image's gcc (the same layout and paths as when bound read-only)."""
     host = tmp_path_factory.mktemp("cvmfs")
+    host.chmod(0o755)  # world-readable as /cvmfs is: Apptainer's user reads it (pytest's is 0700)
     shutil.copytree(FIXTURE / S.host_repository(host).name, S.host_repository(host), symlinks=True)
     spec = RunSpec(
         image,
