@@ -12,6 +12,7 @@ import pytest
 
 from builder.cache import Cache
 from builder.errors import FetchError
+from builder.manifest import Manifest
 from builder.pipeline.job import Pipeline
 from builder.pipeline.model import WheelRequest
 from builder.sources import pypi
@@ -39,11 +40,17 @@ def test_a_changed_wheel_in_the_store_is_refused(engine, tmp_path: Path) -> None
     cache = tmp_path / "cache"
     first = _run(engine, tmp_path, cache, "wh1")
     assert first.ok, first.error
+    # The image's installed packages, probed in the build's container, in the manifest.
+    (manifest,) = [Manifest.load(p) for p in (tmp_path / "wh1").rglob("*.whl.json")]
+    packages = manifest.image_packages
+    assert any(p.startswith("libc6=") for p in packages["deb"]), packages
+    assert all("=" in p for p in packages["deb"] + packages["python"])
+    assert "image_packages" not in manifest.build
     store = Cache(cache).wheels
     stored = sorted(store.glob("*.whl"))
     assert stored, "the build requirements went to the store"
     for p in stored:  # each with the sha256 it entered with
-        assert (store / f"{p.name}.sha256").read_text().strip() == pypi.sha256_of(p)
+        assert (store / f"{p.name}.sha256").read_text().split()[0] == pypi.sha256_of(p)
 
     # Tamper with a build requirement in the store: still a valid wheel, other bytes.
     victim = next(p for p in stored if p.name.startswith("setuptools-"))

@@ -218,6 +218,7 @@ def fetch_wheels(
     if not requirements:
         return dest
     progress("", f"fetch {', '.join(Path(r).name for r in requirements)}")
+    check_store(store)
     ca = host_ca_bundle()
     ca_mounts = (Mount(ca, CA_PATH),) if ca else ()
     links = [d for d in links if d.is_dir()]
@@ -270,11 +271,38 @@ def _recorded(store: Path, name: str) -> Path:
     return store / f"{name}.sha256"
 
 
+def _record(kept: Path, sha: str) -> None:
+    # The sha256, and the size and mtime it was checked at: an unchanged stat skips the hashing.
+    st = kept.stat()
+    write_atomic(_recorded(kept.parent, kept.name), f"{sha} {st.st_size} {st.st_mtime_ns}\n")
+
+
 def store_wheel(path: Path, store: Path) -> None:
     """Share a fetched wheel with later runs, with its sha256 beside it: pip checked the file
     against the index's hash when it downloaded it, so the store keeps what the index served."""
     copy_atomic(path, store / path.name)
-    write_atomic(_recorded(store, path.name), pypi.sha256_of(path) + "\n")
+    _record(store / path.name, pypi.sha256_of(path))
+
+
+def check_store(store: Path) -> None:
+    """Refuse a run whose wheel store holds a file that is not the one recorded when it was
+    stored (pip may take any of them through --find-links): before every fetch. A file whose
+    size and mtime are the recorded ones is not hashed again."""
+    changed = []
+    for record in sorted(store.glob("*.whl.sha256")):
+        kept = record.with_suffix("")
+        if not kept.is_file():
+            continue
+        sha, *stat = record.read_text().split()
+        st = kept.stat()
+        if stat == [str(st.st_size), str(st.st_mtime_ns)]:
+            continue
+        have = pypi.sha256_of(kept)
+        if have != sha:
+            changed.append(f"{kept.name}: sha256 {have}, stored as {sha}")
+        else:
+            _record(kept, sha)  # touched, or an older record without the stat
+    _refuse_changed(changed, store)
 
 
 def check_store_copies(folder: Path, store: Path) -> None:
@@ -289,11 +317,15 @@ def check_store_copies(folder: Path, store: Path) -> None:
         have = pypi.sha256_of(p)
         if not record.is_file():
             if pypi.sha256_of(kept) == have:
-                write_atomic(record, have + "\n")
+                _record(kept, have)
             continue
-        want = record.read_text().strip()
+        want = record.read_text().split()[0]
         if have != want:
             changed.append(f"{p.name}: sha256 {have}, stored as {want}")
+    _refuse_changed(changed, store)
+
+
+def _refuse_changed(changed: list[str], store: Path) -> None:
     if changed:
         raise FetchError(
             "the wheel store holds files that changed since they were stored:\n    "
