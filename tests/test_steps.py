@@ -15,7 +15,7 @@ def test_build_script_is_offline_and_in_tree() -> None:
     assert subprocess.run(["sh", "-n", "-c", s]).returncode == 0
 
 
-def test_test_script_marks_each_step_and_uses_shim() -> None:
+def test_test_script_marks_each_step_and_runs_the_tests_under_the_level() -> None:
     s = wheel_test_script(
         ["p-1.0-cp311-cp311-linux_x86_64.whl"],
         ["p", "p.sub"],
@@ -24,8 +24,10 @@ def test_test_script_marks_each_step_and_uses_shim() -> None:
         "qemu64,+avx2",
     )
     assert subprocess.run(["sh", "-n", "-c", s]).returncode == 0
-    assert s.count(STEP_MARK) == 5  # install, 2 imports, 1 command, done
-    assert "qemu64,+avx2" in s
+    # install (native), level (the private binfmt_misc set up), 2 imports, 1 command, done
+    assert s.count(STEP_MARK) == 6
+    assert s.index(f"{STEP_MARK} install") < s.index(f"{STEP_MARK} level")
+    assert "qemu64,+avx2" in s and "unshare -Urm" in s
     native = wheel_test_script(["p.whl"], ["p"], [], [], None)
     assert "qemu" not in native
 
