@@ -137,4 +137,3 @@ def test_doctor_reports_the_stack(mounted: Path, monkeypatch: pytest.MonkeyPatch
     said = " ".join(res.stderr.split())
     assert "cvmfs: stack gentoo2023 (/cvmfs/soft.computecanada.ca): not mounted" in said
     assert "--provider auto picks standalone here" in said
-
