@@ -5,7 +5,8 @@ or the network.
 Every input a person can change enters the key from its bytes: the sdist (a local `--sdist` is
 hashed again on every run, never taken from the last run's lock), the recipe file's text and
 the recipe as resolved, the patch files, the image definition (its spec hash) and the locked
-build dependencies (their sha256). The step scripts enter through STEPS_VERSION."""
+build dependencies (their sha256), and the provider's stack (cvmfs: its revision and modules).
+The step scripts enter through STEPS_VERSION; how wheels were tested enters the run key."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from builder.files import write_atomic
 from builder.images import scripts as steps
 from builder.images.spec import ImageSpec
 from builder.pipeline.model import RunReport, Status, TargetResult, WheelRequest
-from builder.providers import spec_for
+from builder.providers import get_provider, spec_for
 from builder.recipes import Recipe
 from builder.sources import pypi
+from builder.targets.cputest import TEST_METHOD_VERSION
 from builder.targets.model import Target
 
 
@@ -54,6 +56,10 @@ def build_key(
         ),
         "image": target_spec(recipe, target, ccache).hash,
         "target": target.as_dict(),
+        # The stack the provider builds on (cvmfs: the repository's revision, the modules).
+        "provider": get_provider(target.provider).provenance(
+            target, (*recipe.modules, *recipe.runtime_modules)
+        ),
         "steps": steps.STEPS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -74,7 +80,8 @@ def _plain(value: Any) -> Any:
 
 
 def run_key(keys: dict[str, str], wheelhouse: Path) -> str:
-    text = json.dumps([sorted(keys.items()), str(wheelhouse)])
+    """A recorded run: its build keys, its wheelhouse, and how its wheels were tested."""
+    text = json.dumps([sorted(keys.items()), str(wheelhouse), TEST_METHOD_VERSION])
     return hashlib.sha256(text.encode()).hexdigest()
 
 

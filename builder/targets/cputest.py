@@ -29,6 +29,9 @@ from builder.targets.levels import QEMU_UNSUPPORTED, Level, host_features
 Mode = Literal["qemu", "native", "none"]
 Status = Literal["passed", "failed", "isa-leak", "not-run"]
 
+# Part of every run key: bump when the level test starts proving more (or less), so that a run
+# recorded under a weaker test is not "up to date". 2: every process under QEMU (binfmt_misc).
+TEST_METHOD_VERSION = 2
 QEMU_NAMES = ("qemu-x86_64-static", "qemu-x86_64")
 NO_QEMU = "QEMU (qemu-x86_64-static) is not available"
 SETUP_FIX = (
