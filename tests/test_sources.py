@@ -142,3 +142,42 @@ def test_fetch_source_url_checks_folder(tmp_path: Path) -> None:
         bad = Source(kind="url", url=src.url, sha256=sha, folder="gpkg-1.0")
         with pytest.raises(FetchError, match="holds the folder 'repo-1.0'"):
             fetch.source(request(tmp_path), lambda t, m: None, Recipe("gpkg", "1.0", source=bad))
+
+
+# --- [source] binary_wheel: which of PyPI's wheels a target takes ----------------------------
+
+
+def _wheels(*names: str) -> list:
+    from datetime import UTC, datetime
+
+    from builder.sources.binary import BinaryWheel
+
+    return [
+        BinaryWheel(n, f"https://x/{n}", "0" * 64, datetime(2024, 1, 1, tzinfo=UTC)) for n in names
+    ]
+
+
+def test_binary_wheel_pick_follows_python_and_glibc() -> None:
+    from builder.sources import binary
+
+    ws = _wheels(
+        "z-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "z-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "z-1.0-cp311-cp311-musllinux_1_1_x86_64.whl",
+        "z-1.0-cp311-cp311-manylinux_2_39_x86_64.whl",  # newer than the stack's glibc
+        "z-1.0-cp311-cp311-manylinux_2_28_aarch64.whl",
+        "z-1.0-cp312-abi3-manylinux_2_17_x86_64.whl",
+        "z-1.0-py3-none-any.whl",
+    )
+    assert binary.pick(ws, "3.11", "2.36", "z").filename.endswith("cp311-manylinux_2_28_x86_64.whl")
+    assert "manylinux2014" in binary.pick(ws, "3.11", "2.27", "z").filename
+    assert (
+        binary.pick(ws, "3.13", "2.36", "z").filename
+        == "z-1.0-cp312-abi3-manylinux_2_17_x86_64.whl"
+    )
+    assert binary.pick(ws[-1:], "3.13", "2.36", "z").filename == "z-1.0-py3-none-any.whl"
+    with pytest.raises(FetchError, match="no binary wheel for CPython 3.11 .* glibc 2.12") as exc:
+        binary.pick(ws[:5], "3.11", "2.12", "z 1.0")
+    assert "musllinux" in exc.value.message and "aarch64" not in exc.value.message
+    assert "binary_wheel" in exc.value.fix
+    assert binary.platforms("2.17")[:2] == ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]

@@ -23,7 +23,7 @@ from builder.cache import Cache
 from builder.engines.base import Engine
 from builder.errors import ConfigError
 from builder.images.paths import IN_DIR
-from builder.pipeline import cuda, fetch, share
+from builder.pipeline import cuda, fetch, repackage, share
 from builder.pipeline.backend import backend_requires
 from builder.pipeline.build import build
 from builder.pipeline.keys import record_run, target_keys, target_spec, up_to_date
@@ -104,6 +104,9 @@ class Pipeline:
         # An unplaced export has no wheelhouse of its own to be up to date in: it builds.
         if not req.rebuild and req.unplaced is None and (done := up_to_date(req, recipe)):
             return done
+        if recipe.source.kind == "wheel" and req.sdist is None:  # PyPI's binary wheel, no build
+            work = new_workdir(Cache(req.cache).work / f"{req.package}-{req.version}")
+            return repackage.run(self, req, recipe, work)
         release, sdist = fetch.source(req, self.progress, recipe)
         # Cached by an older cbuild as 0600: an engine whose container user is not ours
         # (Apptainer's) must read it like any input.
@@ -187,8 +190,28 @@ class Pipeline:
             r.build_key = keys[r.target.id]
             build(ctx, r, images[r.target.id])
 
-        # Runtime dependencies are fetched once per Python, for its first wheel whose test
-        # comes up, in that target's image (its interpreter's wheels).
+        runtime_deps = self._runtime_deps(ctx, images, lock, first_python)
+
+        def test_one(r: TargetResult) -> None:
+            test(ctx, r, images[r.target.id], runtime_deps(r))
+
+        # Built once where one wheel serves several targets (pure: all; abi3: a level's
+        # Pythons), each target testing it on its own Python and level (builder.pipeline.share).
+        plan = share.groups(results, native=fetch.has_native_sources(sdist))
+        self._build_and_test(build_one, test_one, plan, req.jobs)
+        return self._finish(ctx, results, release, lock, images, keys)
+
+    def _runtime_deps(
+        self,
+        ctx: RunContext,
+        images: dict[str, str],
+        lock: list[pypi.LockEntry],
+        first_python: str,
+    ) -> Callable[[TargetResult], Path]:
+        """The test's runtime dependencies of a target, fetched once per Python (added to
+        `lock`), for its first wheel whose test comes up, in that target's image (its
+        interpreter's wheels)."""
+        req, recipe, work = ctx.request, ctx.recipe, ctx.work
         rt_guard, rt_fetched = threading.Lock(), set()
 
         def runtime_deps(r: TargetResult) -> Path:
@@ -221,13 +244,20 @@ class Pipeline:
                     rt_fetched.add(py)
             return rt_deps
 
-        def test_one(r: TargetResult) -> None:
-            test(ctx, r, images[r.target.id], runtime_deps(r))
+        return runtime_deps
 
-        # Built once where one wheel serves several targets (pure: all; abi3: a level's
-        # Pythons), each target testing it on its own Python and level (builder.pipeline.share).
-        plan = share.groups(results, native=fetch.has_native_sources(sdist))
-        self._build_and_test(build_one, test_one, plan, req.jobs)
+    def _finish(
+        self,
+        ctx: RunContext,
+        results: list[TargetResult],
+        release: pypi.Release,
+        lock: list[pypi.LockEntry],
+        images: dict[str, str],
+        keys: dict[str, str],
+    ) -> RunReport:
+        """The report of tested results: nothing exported after a failure (or an untested
+        target under --strict), else exported (a split job) or placed, and the run recorded."""
+        req, work = ctx.request, ctx.work
         (work / "lock.json").write_text(pypi.Lock(tuple(lock)).to_json())
 
         report = RunReport(

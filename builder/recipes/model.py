@@ -102,8 +102,6 @@ class Recipe:
         that needs them must fail before building, not build something else silently.
         `local_source`: the source was given (--sdist), so [source] does not matter."""
         gaps = []
-        if not local_source and self.source.kind == "wheel":
-            gaps.append("[source] binary_wheel: PyPI's binary wheels are not repackaged yet")
         if self.build_once:
             gaps.append(
                 "[build] once: the build runs once for every target only when the sdist has no "

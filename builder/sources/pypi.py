@@ -232,7 +232,7 @@ def _release(name: str, version: str, files: list[dict[str, Any]], page: str) ->
         raise FetchError(
             f"{name} {version} has no sdist on PyPI, only {', '.join(shown)}{more}",
             fix=f"to repackage a binary wheel instead of building from source, set "
-            f"`[build] repackage_wheel = true` in recipes/{canonicalize_name(name)}.toml",
+            f"`[source] binary_wheel = true` in recipes/{canonicalize_name(name)}.toml",
         )
     # Old releases can carry both a .tar.gz and a .zip; .tar.gz is what modern tools make.
     sdists.sort(key=lambda f: (not f["filename"].endswith(".tar.gz"), f["filename"]))
