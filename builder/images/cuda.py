@@ -12,7 +12,7 @@ environment that hands a target's GPU architectures to every build system.
   `cuda-toolkit[nvcc,cudart,cccl]==12.4.1` brings headers, cudart and libdevice; an
   `nvcc.profile` ties them. It has no `libcudart_static.a` (Debian ships it only in the 934 MB
   nvidia-cuda-dev) nor `libcudadevrt.a`: CUDA 12 code links cudart shared, without the device
-  runtime.
+  runtime (an empty `libcudadevrt.a` satisfies the `-lcudadevrt` CMake always adds).
 
 Every file is locked by sha256 and fetched on the host (PyPI's file, Debian's pool), like the
 CPython tarball (builder.images.python): an image build behind a TLS-inspecting proxy has no
@@ -279,6 +279,10 @@ def install_steps(
             f"cp -a {deb}/{_DEB_BIN}/nvcc {deb}/{_DEB_BIN}/crt {tools} {home}/bin/",
             f"cp -a {deb}/{_DEB_BIN}/cicc {home}/nvvm/bin/",
             _printf(f"{home}/bin/nvcc.profile", NVCC_PROFILE),
+            # CMake links CUDA code with `-lcudadevrt -lcudart` whatever the runtime; an empty
+            # archive stands in for the device runtime this toolkit lacks: code that needs it
+            # (relocatable device code, dynamic parallelism) still fails to link, loudly.
+            f"printf '!<arch>\\n' > {home}/lib/libcudadevrt.a",
         ]
     cmds += [
         f"find {home} -name __init__.py -delete",
