@@ -150,6 +150,8 @@ def sample_one(cbuild: str, folder: Path, stem: str, version: str, work: Path, a
     row["outcome"] = {"tested": "built and tested"}.get(t["status"], t["status"])
     if t["status"] != "tested":
         row["error"] = _error(answer, err)
+        # The last line only: the failure, not the test's code (which comes from the config).
+        row["error"] = row["error"].strip().splitlines()[-1][-300:]
         if stem in KNOWN_CAUSES:
             row["cause"] = KNOWN_CAUSES[stem]
     return row
