@@ -87,7 +87,7 @@ def test_cuvec_for_cuda13_and_cuda12_placed_proven_and_reproducible(engine, tmp_
         assert shown.exit_code == 0, shown.output
         assert f"GPU code: {', '.join(sass)} + PTX compute_90" in shown.output
         as_json = json.loads(CliRunner().invoke(app, ["inspect", "--json", str(wheel)]).stdout)
-        assert any(c["sass"] == sass for c in as_json["device_code"])
+        assert any(c["sass"] == sass for c in as_json[0]["device_code"])  # one report per wheel
 
     # The same inputs again, into another wheelhouse: the same bytes.
     again = replace(req, wheelhouse=tmp_path / "again", rebuild=True)
