@@ -38,7 +38,7 @@ class Pinned(Protocol):
 
 
 STEP_MARK = "::cbuild-step::"  # printed before each test step so a failure can be named
-STEPS_VERSION = 4  # part of every build key: bump when a script changes what it builds
+STEPS_VERSION = 5  # part of every build key: bump when a script changes what it builds
 PATCH_FAILED = "::cbuild-patch-failed::"
 
 
@@ -136,6 +136,9 @@ def _build_env_and_source(
         "set -e",
         f"python3 -m venv --without-pip {BUILD_ENV}",
         f"{_pip(BUILD_ENV)} install --no-index --find-links {DEPS_DIR} -q {_q(build_requires)}",
+        # The build requirements' programs (swig, cython, cmake, ninja) found by name, as
+        # pip's isolated builds find them: without it CMake missed SWIG and left a module out.
+        f"export PATH={BUILD_ENV}/bin:$PATH",
         _unpack(f"{IN_DIR}/{sdist_name}", SRC_DIR),
         f"cd {shlex.quote(src)}",
         *recipe_lines,
