@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import time
+from pathlib import Path
 from typing import Any
 
 from builder.engines.base import Mount, RunSpec
@@ -26,6 +27,8 @@ from builder.images.paths import (
 from builder.pipeline import cuda
 from builder.pipeline.model import RunContext, Status, TargetResult
 from builder.providers import get_provider
+from builder.recipes import Recipe
+from builder.targets.model import Target
 from builder.wheels import edit as wheeledit
 from builder.wheels import repair
 from builder.wheels.rpath import ElfEdits
@@ -123,22 +126,7 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
         r.test_detail = steps.patch_failure(res.output) or steps.failure_excerpt(res.output)
         return
     ctx.progress(tid, "repair")
-    fixed = repair.repair_wheel(
-        wheels[0],
-        work / "wheels" / tid,
-        label=t.stack.local_label,
-        tags=recipe.local_tags,
-        source_date_epoch=facts.source_date_epoch,
-        elf_edits=ElfEdits.of(recipe),  # [wheel] rpath*, replace_vendored
-    )
-    if recipe.wheel_edits:  # the recipe's [wheel] requirement edits and name suffix
-        fixed, _ = wheeledit.apply_to_repaired(
-            fixed,
-            add=recipe.add_requires,
-            remove=recipe.remove_requires,
-            update=recipe.update_requires,
-            suffix=recipe.suffix,
-        )
+    fixed = site_wheel(wheels[0], work / "wheels" / tid, recipe, t, facts.source_date_epoch)
     cuda_record, lacking = cuda.check_wheel(recipe, t, fixed.path)
     if cuda_record:  # the manifest's build.cuda
         r.build_facts["cuda"] = cuda_record
@@ -202,3 +190,28 @@ def parse_build_facts(output: str) -> dict[str, Any]:
     if compile_line:
         facts["first_compile_command"] = compile_line
     return facts
+
+
+def site_wheel(
+    wheel: Path, dest: Path, recipe: Recipe, t: Target, epoch: int
+) -> repair.RepairResult:
+    """A built or downloaded wheel made a site wheel: repaired (label, tags, requirements,
+    ELF edits of [wheel] rpath*/replace_vendored), then the recipe's requirement edits and
+    name suffix. The build step and the repackaging of binary wheels both end here."""
+    fixed = repair.repair_wheel(
+        wheel,
+        dest,
+        label=t.stack.local_label,
+        tags=recipe.local_tags,
+        source_date_epoch=epoch,
+        elf_edits=ElfEdits.of(recipe),
+    )
+    if recipe.wheel_edits:
+        fixed, _ = wheeledit.apply_to_repaired(
+            fixed,
+            add=recipe.add_requires,
+            remove=recipe.remove_requires,
+            update=recipe.update_requires,
+            suffix=recipe.suffix,
+        )
+    return fixed

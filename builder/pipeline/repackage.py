@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 
 from builder.cache import Cache
 from builder.engines.base import Engine
+from builder.pipeline.build import site_wheel
 from builder.pipeline.keys import target_keys, target_spec
 from builder.pipeline.model import RunContext, RunReport, Status, TargetResult, WheelRequest
 from builder.pipeline.test import test
@@ -25,10 +26,8 @@ from builder.progress import TargetProgressFn
 from builder.providers import get_provider
 from builder.recipes import Recipe
 from builder.sources import binary, pypi
-from builder.wheels import edit as wheeledit
 from builder.wheels import repair
 from builder.wheels.isascan import scan_wheel
-from builder.wheels.rpath import ElfEdits
 
 
 class JobSteps(Protocol):
@@ -142,22 +141,7 @@ def repackage(ctx: RunContext, r: TargetResult, wheel: Path) -> None:
     ctx.progress(t.id, f"repackage {wheel.name}")
     epoch = wheel_epoch(wheel)
     try:
-        fixed = repair.repair_wheel(
-            wheel,
-            ctx.work / "wheels" / t.id,
-            label=t.stack.local_label,
-            tags=recipe.local_tags,
-            source_date_epoch=epoch,
-            elf_edits=ElfEdits.of(recipe),
-        )
-        if recipe.wheel_edits:
-            fixed, _ = wheeledit.apply_to_repaired(
-                fixed,
-                add=recipe.add_requires,
-                remove=recipe.remove_requires,
-                update=recipe.update_requires,
-                suffix=recipe.suffix,
-            )
+        fixed = site_wheel(wheel, ctx.work / "wheels" / t.id, recipe, t, epoch)
     except repair.RepairError as exc:
         r.status, r.reason = Status.BUILD_FAILED, f"repackaging {wheel.name}: {exc.message}"
         return
