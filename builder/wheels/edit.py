@@ -29,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError
 from builder.manifest import manifest_path
+from builder.recipes import RENAME  # the recipe's "old->new", one spelling
 from builder.wheels.members import REFUSE_FIX, escaping_member
 from builder.wheels.repair import (
     _COMPRESSLEVEL,
@@ -45,8 +46,6 @@ from builder.wheels.repair import (
     wheel_sha256,
     write_wheel,
 )
-
-RENAME = "->"
 
 
 class WheelEditError(CbuildError):
