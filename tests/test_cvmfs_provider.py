@@ -137,3 +137,15 @@ def test_doctor_reports_the_stack(mounted: Path, monkeypatch: pytest.MonkeyPatch
     said = " ".join(res.stderr.split())
     assert "cvmfs: stack gentoo2023 (/cvmfs/soft.computecanada.ca): not mounted" in said
     assert "--provider auto picks standalone here" in said
+
+
+def test_cuda_targets_on_the_stack_get_reproducible_nvcc_flags() -> None:
+    from builder.images.cuda import REPRODUCIBLE_NVCC
+    from builder.providers import get_provider
+    from builder.targets.model import resolve
+
+    cvmfs = get_provider("cvmfs")
+    cuda = resolve(["gentoo2023-x86-64-v3-cuda12"])[0]
+    cpu = resolve(["gentoo2023-x86-64-v3"])[0]
+    assert cvmfs.environment(cuda)["NVCC_APPEND_FLAGS"] == " ".join(REPRODUCIBLE_NVCC)
+    assert "NVCC_APPEND_FLAGS" not in cvmfs.environment(cpu)

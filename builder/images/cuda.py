@@ -37,6 +37,10 @@ from builder.targets.gpu import GpuArchs
 STAGING = "/tmp/cbuild-cuda"  # the layer's scratch folder, removed when it is done
 
 
+# nvcc names its temporaries after the object, not `tmpxft_<pid>`: objects bit-identical.
+REPRODUCIBLE_NVCC = ("-objtemp",)
+
+
 @dataclass(frozen=True)
 class Pinned:
     """One downloaded file: what asks for it, the file the registry serves, its sha256."""
@@ -125,7 +129,7 @@ TOOLKITS: dict[str, Toolkit] = {
         ),
         debs=(),
         static_cudart=True,
-        nvcc_append=("-objtemp",),
+        nvcc_append=REPRODUCIBLE_NVCC,
     ),
     "12": Toolkit(
         cuda="12",
@@ -167,7 +171,7 @@ TOOLKITS: dict[str, Toolkit] = {
         static_cudart=False,
         # No libcudart_static.a nor libcudadevrt.a: cudart shared, no device runtime (dynamic
         # parallelism and relocatable device code then fail to link, loudly).
-        nvcc_append=("-objtemp", "-cudart", "shared", "-cudadevrt", "none"),
+        nvcc_append=(*REPRODUCIBLE_NVCC, "-cudart", "shared", "-cudadevrt", "none"),
     ),
 }
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from builder.engines.base import Mount
 from builder.errors import CbuildError, ConfigError
+from builder.images.cuda import REPRODUCIBLE_NVCC
 from builder.images.spec import ImageSpec
 from builder.providers import cvmfs_env as cv
 from builder.providers.base import PythonSource, target_image
@@ -43,7 +44,10 @@ class CvmfsProvider:
         return cv.binds(self.settings(target.stack), host_mount())
 
     def environment(self, target: Target) -> dict[str, str]:
-        return cv.environment(target, self.settings(target.stack))
+        env = cv.environment(target, self.settings(target.stack))
+        if target.accelerator != "cpu":  # the stack's nvcc, made reproducible as ours is
+            env["NVCC_APPEND_FLAGS"] = " ".join(REPRODUCIBLE_NVCC)
+        return env
 
     def modules(self, target: Target, modules: tuple[str, ...] = ()) -> tuple[str, ...]:
         """The stack's modules, the CUDA one, then `modules` (the recipe's, for this step)."""
