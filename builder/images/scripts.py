@@ -100,7 +100,11 @@ def build_script(
             # setuptools >= 72 lets $CFLAGS replace Python's own (-DNDEBUG -fwrapv -g ...)
             # where older ones appended to them: keep Python's first, the target's after.
             f'export CFLAGS="$({BUILD_ENV}/bin/python -c {shlex.quote(_PY_CFLAGS)}) $CFLAGS"',
-            f"{_pip(BUILD_ENV)} wheel --no-index --find-links {DEPS_DIR} --no-deps"
+            # The build requirements' programs (swig, cython, cmake, ninja) found by name, as
+            # pip's isolated builds find them (CMake missed SWIG and left a module out); the
+            # image's python3 drives pip, found before PATH changes (the venv has no pip).
+            f'PATH={BUILD_ENV}/bin:$PATH "$(command -v python3)" -m pip'
+            f" --python {BUILD_ENV}/bin/python wheel --no-index --find-links {DEPS_DIR} --no-deps"
             f" --no-build-isolation -v -w {OUT_DIR} {_q(pip_args)} .",
             *after,
             "",
@@ -136,9 +140,6 @@ def _build_env_and_source(
         "set -e",
         f"python3 -m venv --without-pip {BUILD_ENV}",
         f"{_pip(BUILD_ENV)} install --no-index --find-links {DEPS_DIR} -q {_q(build_requires)}",
-        # The build requirements' programs (swig, cython, cmake, ninja) found by name, as
-        # pip's isolated builds find them: without it CMake missed SWIG and left a module out.
-        f"export PATH={BUILD_ENV}/bin:$PATH",
         _unpack(f"{IN_DIR}/{sdist_name}", SRC_DIR),
         f"cd {shlex.quote(src)}",
         *recipe_lines,
