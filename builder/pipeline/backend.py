@@ -87,6 +87,12 @@ def backend_requires(
         if not res.ok and (err := provider.failure(t, res.output)):  # a module, the stack
             raise ConfigError(f"{t.id}: {err.message}; log: {log}", fix=err.fix)
         answer = _answer(res.output)
+        if (not res.ok or answer is None) and req.pinned is None:
+            # The query runs the source's build configuration (setup.py) with the network on;
+            # one that fails here (it reaches for the network, or breaks) is left to the
+            # offline build, whose failure names the cause; the declared requirements stand.
+            progress(t.id, f"the backend could not be asked (log: {log}); building offline")
+            continue
         if not res.ok or answer is None:
             missing = answer["missing"] if answer else []
             why = (
