@@ -3,6 +3,7 @@ C-extension fixture package, including broken variants for the bad-input tests."
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -33,7 +34,11 @@ def make_sdist(dest: Path, edits: dict[str, str] | None = None, version: str = "
         )
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / f"{top}.tar.gz"
-    with tarfile.open(out, "w:gz") as tar:
+    # Same content, same bytes (the gzip header's time too): a build key hashes the file.
+    with (
+        gzip.GzipFile(out, "wb", mtime=FIXTURE_MTIME) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for rel, data in sorted(files.items()):
             info = tarfile.TarInfo(f"{top}/{rel}")
             info.size, info.mtime, info.mode = len(data), FIXTURE_MTIME, 0o644
