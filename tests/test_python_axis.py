@@ -96,7 +96,10 @@ def test_apptainer_base_stage_carries_the_layer_and_its_file():
     header = "Bootstrap: docker\nFrom: x\n"
     assert base_stage_key(v3, header) == base_stage_key(v4, header)  # one base for the levels
     base = render_base_stage(v3, header, {"Python-3.13.5.tar.xz": "/store/inputs/P.tar.xz"})
-    assert "%files\n    /store/inputs/P.tar.xz /tmp/cbuild-inputs/Python-3.13.5.tar.xz" in base
+    # %post's /tmp is not the one %files wrote to: the file lands outside it, then moves.
+    assert "%files\n    /store/inputs/P.tar.xz /cbuild-inputs/Python-3.13.5.tar.xz" in base
+    assert "mkdir -p /tmp/cbuild-inputs && mv /cbuild-inputs/* /tmp/cbuild-inputs/" in base
+    assert base.index("mv /cbuild-inputs/*") < base.index("./configure")
     assert "./configure --prefix=/opt/python/3.13" in base
     assert "./configure" in render_apptainer(v3)  # the whole definition has it too
     plain = spec_for(all_targets()[1])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 
-from builder.images.paths import INPUTS_DIR
+from builder.images.paths import APPTAINER_INPUTS_DIR, INPUTS_DIR
 from builder.images.spec import BaseImage, ImageSpec
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -62,8 +62,16 @@ def _files(spec: ImageSpec, where: dict[str, str] | None = None) -> list[str]:
     if not spec.inputs:
         return []
     where = where or {}
-    rows = [f"    {where.get(s.file, s.file)} {INPUTS_DIR}/{s.file}" for s in spec.inputs]
+    rows = [f"    {where.get(s.file, s.file)} {APPTAINER_INPUTS_DIR}/{s.file}" for s in spec.inputs]
     return ["%files", *rows, ""]
+
+
+def _inputs_post(spec: ImageSpec) -> list[str]:
+    """%files' copies moved where the layers' scripts read them (see APPTAINER_INPUTS_DIR)."""
+    if not spec.inputs:
+        return []
+    src, dest = APPTAINER_INPUTS_DIR, INPUTS_DIR
+    return [f"    mkdir -p {dest} && mv {src}/* {dest}/ && rmdir {src}"]
 
 
 def _steps_post(spec: ImageSpec) -> list[str]:
@@ -102,6 +110,7 @@ def render_apptainer(spec: ImageSpec, header: str | None = None) -> str:
             *_files(spec),
             "%post",
             "    set -e",
+            *_inputs_post(spec),
             *_packages_post(spec),
             *_layers_post(spec),
             *_steps_post(spec),
@@ -133,6 +142,7 @@ def render_base_stage(spec: ImageSpec, header: str, inputs: dict[str, str] | Non
             *_files(spec, inputs),
             "%post",
             "    set -e",
+            *_inputs_post(spec),
             *_packages_post(spec),
             *_layers_post(spec),
             "",

@@ -24,6 +24,9 @@ TOOLS_ENV = "/cbuild/toolsenv"  # the fetch step's venv of them
 CCACHE_DIR = "/cbuild/ccache"
 LOG_PATH = "/cbuild/run.log"  # a Docker run's log file, bound in
 INPUTS_DIR = "/tmp/cbuild-inputs"  # an image layer's input files, during its build only
+# Apptainer's %post gets a /tmp of its own, hiding what %files put there: its files land here
+# and %post moves them to INPUTS_DIR first.
+APPTAINER_INPUTS_DIR = "/cbuild-inputs"
 PYTHON_PREFIX = "/opt/python/{python}"  # a Python built from source, in an image layer
 CUDA_HOME = "/cbuild/cuda"  # a CUDA target's toolkit, CUDA_HOME-shaped, in an image layer
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
