@@ -4,6 +4,7 @@ the image's Python (network on, in a container), through the cache's wheel store
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tarfile
 import zipfile
@@ -362,18 +363,34 @@ def fetch_pinned(
         hashed = logs / "locked-requirements"
         hashed.mkdir(parents=True, exist_ok=True)
         (hashed / "requirements.txt").write_text(steps.hashed_requirements(missing))
-        fetch_wheels(
-            engine,
-            progress,
-            image,
-            ["-r", f"{IN_DIR}/requirements.txt"],
-            dest,
-            cache,
-            logs / "fetch.log",
-            mounts=[hashed],
-            extra=("--no-deps", "--require-hashes"),
-            target=target,
-        )
+        try:
+            fetch_wheels(
+                engine,
+                progress,
+                image,
+                ["-r", f"{IN_DIR}/requirements.txt"],
+                dest,
+                cache,
+                logs / "fetch.log",
+                mounts=[hashed],
+                extra=("--no-deps", "--require-hashes"),
+                target=target,
+            )
+        except BuildError as exc:
+            # pip's hash-checking mode refused what the index serves: the lock's word, not a
+            # build's failure (exit 3, like a mismatch found below).
+            if not (mismatch := _hash_mismatches(exc.message)):
+                raise
+            raise FetchError(
+                "the build inputs differ from the locked ones:\n    "
+                + "\n    ".join(
+                    f"{e.filename}: sha256 {mismatch[e.sha256]}, the lock says {e.sha256}"
+                    for e in missing
+                    if e.sha256 in mismatch
+                ),
+                fix="the index now serves other files for these pins; put the locked files "
+                f"(by sha256) in the wheel store {store} to rebuild exactly",
+            ) from exc
     got = {p.name: pypi.sha256_of(p) for p in dest.iterdir() if p.is_file()}
     wanted = {e.filename: e.sha256 for e in entries}
     problems = [
@@ -390,6 +407,13 @@ def fetch_pinned(
             f"(by sha256) in the wheel store {store} to rebuild exactly",
         )
     return dest
+
+
+def _hash_mismatches(output: str) -> dict[str, str]:
+    """pip's --require-hashes refusals: the expected sha256 -> the one it got."""
+    expected = re.findall(r"Expected sha256 ([0-9a-f]{64})", output)
+    got = re.findall(r"Got\s+([0-9a-f]{64})", output)
+    return dict(zip(expected, got, strict=False))
 
 
 def tail(text: str, n: int = 20) -> str:
