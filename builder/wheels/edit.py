@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import zipfile
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import CbuildError
+from builder.files import write_atomic
 from builder.manifest import manifest_path
 from builder.recipes import RENAME  # the recipe's "old->new", one spelling
 from builder.wheels.members import REFUSE_FIX, escaping_member
@@ -376,9 +376,7 @@ def _move_manifest(src: Path, final: Path, changes: list[str], in_place: bool) -
     data["sha256"] = wheel_sha256(final)
     data.setdefault("edits", []).append(changes)
     new = manifest_path(final)
-    tmp = new.with_name(f".{new.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(new)
+    write_atomic(new, json.dumps(data, indent=2) + "\n")
     if in_place and new != old:
         old.unlink()
 

@@ -26,6 +26,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import BuildError
+from builder.files import temp_beside
 from builder.wheels.members import REFUSE_FIX, escaping_member
 from builder.wheels.rpath import ElfEdits
 
@@ -450,7 +451,7 @@ def write_wheel(
     `replaced` (old name -> bytes) where given, then a RECORD of what was written. The file
     is made beside `final` and renamed over it only once complete and synced. `zipinfo`
     (name, source member or None for RECORD, size) decides times and modes."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temp_beside(final)
     try:
         with open(tmp, "wb") as raw, zipfile.ZipFile(raw, "w") as zout:
             record = []

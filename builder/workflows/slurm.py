@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import CbuildError, ConfigError
+from builder.files import write_atomic
 from builder.pipeline.model import Status
 from builder.workflows.batch import Task
 
@@ -239,9 +239,7 @@ def submit(job: BatchJob, created: datetime) -> dict[str, Any]:
     # --parsable prints "jobid" or "jobid;cluster".
     job_id, _, cluster = proc.stdout.strip().partition(";")
     record = record_of(job, job_id, cluster, created)
-    tmp = job.folder / f".batch.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(job.folder / "batch.json")
+    write_atomic(job.folder / "batch.json", json.dumps(record, indent=2) + "\n")
     return record
 
 
