@@ -43,6 +43,5 @@ if [ ! -x .venv/bin/cbuild ]; then
   "$py" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
-# setuptools: a unit test builds a real wheel with it, and venvs of Python >= 3.12 have none.
-.venv/bin/pip install -q -e '.[dev]' setuptools
+.venv/bin/pip install -q -e '.[dev]'
 echo "setup: ready ($(.venv/bin/cbuild --help >/dev/null && echo cbuild ok), engine at unix://$sock)"
