@@ -331,7 +331,8 @@ def build_env(tk: Toolkit, archs: GpuArchs) -> dict[str, str]:
     """A build's environment: the GPU architectures in every build system's convention.
     CMAKE_ARGS is read by scikit-build-core and scikit-build; CUDAARCHS by CMake itself;
     TORCH_CUDA_ARCH_LIST by torch's extensions; CBUILD_NVCC_GENCODE is for a recipe's own
-    nvcc command lines."""
+    nvcc command lines. LIBRARY_PATH lets a module that CMake links with the C++ linker
+    (cuvec's SWIG one) find `-lcudart`/`-lcudadevrt` as the stack's cuda module lets it."""
     cmake_args = [f"-DCMAKE_CUDA_ARCHITECTURES={archs.cmake()}"]
     if not tk.static_cudart:
         cmake_args.append("-DCMAKE_CUDA_RUNTIME_LIBRARY=Shared")
@@ -341,6 +342,7 @@ def build_env(tk: Toolkit, archs: GpuArchs) -> dict[str, str]:
         "TORCH_CUDA_ARCH_LIST": archs.torch(),
         "CBUILD_CUDA_ARCHITECTURES": archs.cmake(),
         "CBUILD_NVCC_GENCODE": " ".join(archs.gencode()),
+        "LIBRARY_PATH": f"{CUDA_HOME}/lib",
     }
 
 
