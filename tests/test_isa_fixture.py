@@ -43,11 +43,13 @@ pytestmark = [pytest.mark.integration]
 def _skip_reason() -> str | None:
     if platform.machine() != "x86_64":
         return f"the fixture's kernels are x86-64 code; this machine is {platform.machine()}"
-    missing = [m for m in ("setuptools", "wheel") if importlib.util.find_spec(m) is None]
-    if missing:
+    # setuptools >= 70.1 carries bdist_wheel itself; the separate 'wheel' package is not needed.
+    if importlib.util.find_spec("setuptools") is None or (
+        importlib.util.find_spec("setuptools.command.bdist_wheel") is None
+    ):
         return (
-            f"{' and '.join(missing)} not importable: the fixture is built with "
-            f"--no-build-isolation to stay offline"
+            "setuptools >= 70.1 (with bdist_wheel) not importable: the fixture is built with "
+            "--no-build-isolation to stay offline (pip install -e '.[dev]')"
         )
     if not (shutil.which("gcc") or shutil.which("cc")):
         return "no C compiler (gcc or cc) on PATH"
