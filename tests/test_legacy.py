@@ -68,9 +68,11 @@ def test_the_samples_set_every_legacy_variable() -> None:
         ("RPATH_ADD_ORIGIN=1", {"wheel": {"rpath_origin": True}}),
         ('PYTHON_IMPORT_NAME="Bio"', {"package": {"import_names": ["Bio"]}}),
         ('PYTHON_IMPORT_NAME=""', {"package": {"import_names": []}}),
-        ('PYTHON_TESTS="Bio.test()"', {"test": {"python": ["Bio.test()"]}}),
+        # build_wheel.sh's default modules keep pytest loaded for the test: a requirement here.
+        ('PYTHON_TESTS="Bio.test()"', {"test": {"python": ["Bio.test()"], "requires": ["pytest"]}}),
         ("TEST_COMMAND='pytest --pyargs pkg'",
-         {"test": {"commands": ["pytest --pyargs pkg"]}, "package": {"import_names": []}}),
+         {"test": {"commands": ["pytest --pyargs pkg"], "requires": ["pytest"]},
+          "package": {"import_names": []}}),
         ('PRE_TEST_COMMANDS="ulimit -s 8192"', {"test": {"pre_commands": ["ulimit -s 8192"]}}),
         ('PACKAGE_SUFFIX="-gpu"', {"wheel": {"suffix": "-gpu"}}),
         ('PYTHON_VERSIONS="python/3.11 python/3.12"', {"package": {"pythons": ">=3.11,<3.13"}}),
@@ -542,3 +544,42 @@ def test_the_measurement_script_runs_on_the_samples(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["configs"] == len(CONFIGS) and report["crashes"] == []
     assert report["differential_defects"] == {}, report["differential_defects"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Bottleneck: its test runs pytest through bottleneck.test(), from the default module.
+        ("PYTHON_DEPS='versioneer'\nPYTHON_TESTS='bottleneck.test();'",
+         {"requires": ["versioneer", "pytest"], "python": ["bottleneck.test();"]}),
+        # No test code: nothing runs pytest, nothing is added.
+        ("PYTHON_DEPS='versioneer'", {"requires": ["versioneer"]}),
+        # Already asked for (any spelling of the name): not twice.
+        ("PYTHON_DEPS='PyTest>=7'\nPYTHON_TESTS='x.test()'",
+         {"requires": ["PyTest>=7"], "python": ["x.test()"]}),
+        # The config replaced the default modules without pytest: the legacy test had none.
+        ("MODULE_BUILD_DEPS_DEFAULT='cython/3.0'\nPYTHON_TESTS='x.test()'",
+         {"python": ["x.test()"]}),
+        ("MODULE_BUILD_DEPS_DEFAULT='pytest/8.0 cython/3.0'\nPYTHON_TESTS='x.test()'",
+         {"python": ["x.test()"], "requires": ["pytest"]}),
+    ],
+)  # fmt: skip
+def test_default_pytest_module_becomes_a_test_requirement(
+    tmp_path: Path, text: str, expected: dict
+) -> None:
+    data, skipped = conv(tmp_path, text)
+    assert data.get("test", {}) == expected
+
+
+def test_default_pytest_follows_the_scope_that_decides_the_test(tmp_path: Path) -> None:
+    """A version branch with its own PYTHON_DEPS replaces the requirement list there: pytest
+    must be in that list too, and the root's list keeps it as well."""
+    text = (
+        "PYTHON_DEPS='a'\nPYTHON_TESTS='x.test()'\n"
+        'if [[ "$VERSION" == "2.0" ]]; then\n  PYTHON_DEPS="b"\nfi\n'
+    )
+    data, skipped = conv(tmp_path, text)
+    assert skipped == []
+    assert data["test"]["requires"] == ["a", "pytest"]
+    (branch,) = data["versions"].values()
+    assert branch["test"]["requires"] == ["b", "pytest"]
