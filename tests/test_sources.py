@@ -181,3 +181,12 @@ def test_binary_wheel_pick_follows_python_and_glibc() -> None:
     assert "musllinux" in exc.value.message and "aarch64" not in exc.value.message
     assert "binary_wheel" in exc.value.fix
     assert binary.platforms("2.17")[:2] == ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+
+
+def test_archives_that_are_not_sdists_get_the_version_for_setuptools_scm() -> None:
+    from builder.sources import archive_build_env
+
+    for kind in ("git", "url"):
+        assert archive_build_env(kind, "2.1") == {"SETUPTOOLS_SCM_PRETEND_VERSION": "2.1"}
+    for kind in ("pypi", "wheel"):  # an sdist carries PKG-INFO; a wheel is not built
+        assert archive_build_env(kind, "2.1") == {}

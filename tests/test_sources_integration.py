@@ -62,6 +62,32 @@ def test_git_source_built_offline_and_locked_by_commit(engine, tmp_path: Path) -
     assert any(m.startswith("git: v1.0 is commit ") for m in report.seen)  # type: ignore[attr-defined]
 
 
+def test_git_source_of_a_setuptools_scm_project_gets_the_requested_version(
+    engine, tmp_path: Path
+) -> None:
+    """The archive has no .git and no PKG-INFO: setuptools-scm alone would stop the build
+    ("unable to detect version"); the requested version stands in for it."""
+    files = {
+        "pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools>=64", "setuptools-scm>=8"]\n'
+            'build-backend = "setuptools.build_meta"\n\n'
+            '[project]\nname = "scmpkg"\ndynamic = ["version"]\n\n[tool.setuptools_scm]\n'
+        ),
+        "scmpkg/__init__.py": "",
+    }
+    repo = bare_repo(tmp_path / "git", "scmpkg", files, tag="v2.1")
+    recipe = (
+        f'[package]\nname = "scmpkg"\n\n[source]\ngit = "{repo.as_uri()}"\nrev = "v{{version}}"\n'
+    )
+    report = run(engine, tmp_path, "scmpkg", "2.1", recipe)
+    assert report.ok, report.error
+    (r,) = report.results
+    assert r.status == "tested", r.test_detail
+    assert r.build_env["SETUPTOOLS_SCM_PRETEND_VERSION"] == "2.1"
+    (placed,) = [p for p in report.placed if p.suffix == ".whl"]
+    assert placed.name.startswith("scmpkg-2.1+computecanada-"), placed.name
+
+
 def test_url_source_any_archive_with_sha256(engine, tmp_path: Path) -> None:
     served = tmp_path / "srv"
     # A GitHub-style tag archive: named by the tag, its folder by the repository.

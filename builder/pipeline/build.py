@@ -28,6 +28,7 @@ from builder.pipeline import cuda
 from builder.pipeline.model import RunContext, Status, TargetResult
 from builder.providers import get_provider
 from builder.recipes import Recipe
+from builder.sources import archive_build_env
 from builder.targets.model import Target
 from builder.wheels import edit as wheeledit
 from builder.wheels import repair
@@ -69,6 +70,8 @@ def build(ctx: RunContext, r: TargetResult, image: str) -> None:
         ),
         **provider.environment(t),
         **cuda.build_env(recipe, t),  # a CUDA target's GPU architectures
+        # --sdist replaces [source]: an sdist carries its own version.
+        **({} if ctx.request.sdist else archive_build_env(recipe.source.kind, recipe.version)),
         **recipe.env,
     }
     if ccache is not None:
