@@ -11,6 +11,7 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from builder.recipes.legacy.defaults import default_pytest
 from builder.recipes.legacy.expand import (
     NEVER,
     Shadow,
@@ -154,7 +155,7 @@ class _Converter:
         for scope in live:
             self.convert_scope(scope)
         for scope in live:
-            self.default_pytest(scope)
+            default_pytest(self.tables, scope, self.exp)
 
     # Statements: assignments are recorded; everything else is reported.
     def statement(self, st: Statement, scope: _Scope) -> None:
@@ -190,36 +191,6 @@ class _Converter:
 
     def set(self, atoms: tuple[tuple[str, str], ...], section: str, key: str, value: Any) -> None:
         self.tables.setdefault(atoms, {}).setdefault(section, {})[key] = value
-
-    def _test_field(self, scope: _Scope, key: str) -> Any:
-        """[test] `key` as it applies in `scope`: its own table's, else the nearest enclosing."""
-        s: _Scope | None = scope
-        while s is not None:
-            if (value := self.tables.get(s.atoms, {}).get("test", {}).get(key)) is not None:
-                return value
-            s = s.parent
-        return None
-
-    def default_pytest(self, scope: _Scope) -> None:
-        """build_wheel.sh keeps its default modules, pytest among them, loaded for the test
-        unless the config replaces MODULE_BUILD_DEPS_DEFAULT; test code uses pytest without
-        naming it (Bottleneck's `bottleneck.test()`). cbuild loads no default modules, so
-        `pytest` joins [test] requires wherever test code runs."""
-        own = self.tables.get(scope.atoms, {}).get("test", {})
-        if not own.keys() & {"python", "commands", "requires"}:
-            return  # this scope decides nothing of the test: the enclosing one's table applies
-        if not (self._test_field(scope, "python") or self._test_field(scope, "commands")):
-            return
-        if (defaults := scope.lookup("MODULE_BUILD_DEPS_DEFAULT")) is not None:
-            self.shadow = {}
-            try:
-                if "pytest" not in re.split(r"[\s/]+", self.x(defaults.value, scope, "plain")):
-                    return
-            except Unconvertible:
-                return  # reported where the variable itself is converted
-        reqs = list(self._test_field(scope, "requires") or [])
-        if not any(Requirement(r).name.lower() == "pytest" for r in reqs):
-            self.set(scope.atoms, "test", "requires", [*reqs, "pytest"])
 
     # --- per variable ---------------------------------------------------------------------------
     def convert_scope(self, scope: _Scope) -> None:
